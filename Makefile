@@ -1,0 +1,41 @@
+# One command each: `make run` (demo pipeline) and `make test` (whole suite).
+# Both set up .venv from the pinned requirements first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= all
+DEMO := demo/images
+DEMO_COUNT ?= 36
+
+.PHONY: run test lint bench demo venv clean
+
+# A stamp per requirements file: editing one reinstalls.
+$(BIN)/.runtime: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(BIN)/.dev: requirements-dev.txt $(BIN)/.runtime
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.runtime
+
+$(DEMO)/.complete: imgshard/demo.py | $(BIN)/.runtime
+	$(BIN)/python -m imgshard.demo $(DEMO) --count $(DEMO_COUNT)
+	touch $@
+
+demo: $(DEMO)/.complete
+
+run: $(BIN)/.runtime $(DEMO)/.complete
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(BIN)/.dev
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.dev
+	$(BIN)/snakemake --lint --cores 1
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+clean:
+	rm -rf results logs .snakemake

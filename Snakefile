@@ -1,0 +1,36 @@
+# imgshard: a folder of images -> hash-sharded parallel decode into shared memory
+# -> one HDF5 shard file per shard -> one dataset. See README.md.
+import os
+import sys
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The package beside this file holds the logic; rules and scripts import it.
+sys.path.insert(0, workflow.basedir)
+from imgshard import ImgshardError
+from imgshard.config import schema_error
+
+
+# The defaults live next to the Snakefile, whatever the working directory;
+# --configfile and --config are layered on top of them.
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+try:
+    validate(config, SCHEMA, set_default=True)
+except WorkflowError:
+    raise schema_error(config, SCHEMA) from None
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/decode.smk"
+include: "workflow/rules/gather.smk"
+
+
+rule all:
+    input:
+        config["output"],
+    default_target: True

@@ -1,0 +1,47 @@
+"""Config checks that a schema cannot express, and one-line messages for those it can."""
+
+from __future__ import annotations
+
+import jsonschema
+import psutil
+import yaml
+
+from .errors import ImgshardError
+
+
+def physical_cores() -> int:
+    # Hyper-threads share a core's decode units: counting them oversubscribes.
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+def resolve_workers(workers: int | str) -> int:
+    return physical_cores() if workers == "auto" else int(workers)
+
+
+def schema_error(config: dict, schema_path: str) -> ImgshardError:
+    """The config's most relevant schema violation as one line naming the key and its value."""
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is None:
+        return ImgshardError("config: invalid")
+    if error.validator == "additionalProperties":
+        known = ", ".join(sorted(schema["properties"]))
+        return ImgshardError(f"config: {error.message} (known keys: {known})")
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    allowed = error.schema.get("description") or ""
+    if error.validator in ("enum", "oneOf") or not allowed:
+        allowed = _allowed(error.schema)
+    return ImgshardError(f"config: {key} = {error.instance!r} is invalid: {error.message}" + (f"; {allowed}" if allowed else ""))
+
+
+def _allowed(schema: dict) -> str:
+    if "enum" in schema:
+        return "one of: " + ", ".join(map(str, schema["enum"]))
+    if "oneOf" in schema:
+        options = [
+            f"an integer >= {o['minimum']}" if "minimum" in o else repr(o["const"]) if "const" in o else o.get("type", "")
+            for o in schema["oneOf"]
+        ]
+        return "expected " + " or ".join(options)
+    return ""

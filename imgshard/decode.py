@@ -1,0 +1,259 @@
+"""Step 3, decode: one shard's images, decoded by worker processes straight into shared memory.
+
+The parent creates one or two SharedArray buffers in /dev/shm and starts the
+workers; each worker attaches once and ``cv2.imread``s every image it is given
+into its row of a buffer. Only row numbers, digests and error strings travel
+between processes, never pixels. With two buffers the parent writes batch k to
+the shard file while the workers decode batch k+1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import signal
+import sys
+import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from . import shm
+from .errors import ImgshardError
+from .write import ShardWriter
+
+FLAGS = cv2.IMREAD_COLOR_RGB
+MB = 1024 * 1024
+# Tasks per worker per batch: enough to even out slow images, few enough that
+# the per-message cost stays invisible.
+TASKS_PER_WORKER = 4
+
+
+@dataclass
+class Decoded:
+    row: int
+    sha256: str | None
+    size: tuple[int, int] | None  # (height, width) of the decoded source
+    error: str | None
+
+
+def decode_into(path: str, out: np.ndarray) -> tuple[str | None, tuple[int, int] | None, str | None]:
+    """Decode ``path`` into ``out`` (H, W, 3); return (sha256, (height, width), error or None)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return None, None, f"cannot read: {e.strerror}"
+    digest = hashlib.sha256(data).hexdigest()
+    if not data:
+        return digest, None, "empty file (0 bytes)"
+    try:
+        img = cv2.imread(path, out, FLAGS)
+    except cv2.error as e:
+        return digest, None, f"OpenCV cannot decode it ({_first_line(e)})"
+    if img is None or img.size == 0:
+        return digest, None, "not a decodable image"
+    size = (int(img.shape[0]), int(img.shape[1]))
+    if img.shape != out.shape:
+        return digest, size, (
+            f"decoded size {size[0]}x{size[1]} differs from the dataset's {out.shape[0]}x{out.shape[1]}"
+            " (images of different sizes need image_size set)"
+        )
+    # imread writes into ``out`` only when it can; anything else (an EXIF
+    # rotation, say) comes back as a new array that must be copied in.
+    if not np.shares_memory(img, out):
+        out[...] = img
+    return digest, size, None
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+# --- worker side -------------------------------------------------------------
+
+_buffers: list[np.ndarray] = []
+
+
+def _init_worker(names: list[str]) -> None:
+    # fork copies the parent's SIGTERM handler; a worker should simply die, the
+    # parent cleans up. Ctrl-C reaches the whole process group: the parent decides.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+    _buffers[:] = [shm.attach(name) for name in names]
+
+
+def _decode_chunk(k: int, rows: list[int], paths: list[str]) -> list[Decoded]:
+    buf = _buffers[k]
+    return [Decoded(row, *decode_into(path, buf[row])) for row, path in zip(rows, paths)]
+
+
+# --- parent side -------------------------------------------------------------
+
+
+@dataclass
+class ShardResult:
+    paths: list[str] = field(default_factory=list)
+    sha256: list[str] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    seconds: float = 0.0
+    buffer_rows: int = 0
+    buffers: int = 0
+
+
+def plan_buffers(n: int, image_bytes: int, budget_bytes: int, free_bytes: int) -> tuple[int, int]:
+    """(rows per buffer, number of buffers) for a shard of ``n`` images.
+
+    Two buffers let writing overlap decoding; one is used when the whole shard
+    fits at once or only one image fits. Never more than /dev/shm has free:
+    writing past it kills the process with SIGBUS.
+    """
+    if n == 0:
+        return 0, 0
+    usable = min(budget_bytes, free_bytes)
+    if usable < image_bytes:
+        need = math.ceil(image_bytes / MB)
+        if budget_bytes < image_bytes:
+            raise ImgshardError(f"shm_budget_mb: {budget_bytes // MB} MB is less than one image ({need} MB)")
+        raise ImgshardError(
+            f"/dev/shm has {free_bytes // MB} MB free but one image needs {need} MB:"
+            f" free some, or raise its size (docker run --shm-size={2 * need}m)"
+        )
+    fit = usable // image_bytes
+    if fit >= n or fit < 2:
+        return min(fit, n), 1
+    return min(fit // 2, n), 2
+
+
+def run_tag(out_path: str) -> str:
+    """Short tag that tells apart runs writing to different places."""
+    return hashlib.blake2b(os.path.abspath(out_path).encode(), digest_size=4).hexdigest()
+
+
+def decode_shard(
+    sources: list[str],
+    relpaths: list[str],
+    out_path: str,
+    shape: tuple[int, int],
+    *,
+    shard: int = 0,
+    workers: int = 1,
+    shm_budget_mb: int = 1024,
+    compression: str = "none",
+    on_error: str = "fail",
+    start_method: str = "fork",
+    attrs: dict | None = None,
+) -> ShardResult:
+    """Decode ``sources`` into the shard file ``out_path``; ``relpaths`` are what it records."""
+    started = time.perf_counter()
+    shm.remove_stale()
+    height, width = shape
+    n = len(sources)
+    rows, nbuf = plan_buffers(n, height * width * 3, shm_budget_mb * MB, shm.free_bytes())
+    names = [shm.segment_name(run_tag(out_path), shard, k) for k in range(nbuf)]
+    result = ShardResult(buffer_rows=rows, buffers=nbuf)
+    buffers: list[np.ndarray] = []
+    pool = writer = None
+    finished = False
+    try:
+        for name in names:
+            buffers.append(shm.create(name, (rows, height, width, 3)))
+        if n:
+            pool = ProcessPoolExecutor(
+                max_workers=max(1, min(workers, n)),
+                mp_context=get_context(start_method),
+                initializer=_init_worker,
+                initargs=(names,),
+            )
+        batches = [(start, min(start + rows, n)) for start in range(0, n, rows)] if n else []
+        pending = _submit(pool, 0, sources, *batches[0], workers) if batches else []
+        # Open the HDF5 file only now: the workers exist, so none inherits its handle.
+        writer = ShardWriter(out_path, n, shape, compression)
+        progress = tqdm(total=n, desc=f"shard {shard}", unit="img", file=sys.stderr, mininterval=2, ascii=True)
+        with progress:
+            for b, (start, stop) in enumerate(batches):
+                decoded = _collect(pending, progress, shard)
+                if b + 1 < len(batches):
+                    pending = _submit(pool, (b + 1) % nbuf, sources, *batches[b + 1], workers)
+                kept = _keep(decoded, buffers[b % nbuf], relpaths[start:stop], on_error, result)
+                if not (result.skipped and on_error == "fail"):
+                    writer.write(buffers[b % nbuf], kept)
+        if result.skipped and on_error == "fail":
+            lines = "\n".join(f"{path}: {reason}" for path, reason in result.skipped)
+            raise ImgshardError(
+                f"shard {shard}: {len(result.skipped)} of {n} images could not be stored (on_error: fail)\n{lines}"
+            )
+        result.seconds = time.perf_counter() - started
+        writer.finish(result.paths, result.sha256, np.array(result.sizes).reshape(-1, 2), attrs or {})
+        finished = True
+        return result
+    finally:
+        if pool is not None:
+            _stop(pool, kill=not finished)
+        if writer is not None and not finished:
+            writer.abort()
+        for name in names:
+            shm.delete(name)
+
+
+def _submit(pool, k: int, sources: list[str], start: int, stop: int, workers: int):
+    m = stop - start
+    per_task = max(1, math.ceil(m / (workers * TASKS_PER_WORKER)))
+    return [
+        pool.submit(_decode_chunk, k, list(range(i, min(i + per_task, m))), sources[start + i : start + i + per_task])
+        for i in range(0, m, per_task)
+    ]
+
+
+def _collect(futures, progress, shard: int) -> list[Decoded]:
+    decoded: list[Decoded] = []
+    remaining = set(futures)
+    try:
+        while remaining:
+            done, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                part = fut.result()
+                decoded.extend(part)
+                progress.update(len(part))
+    except BrokenProcessPool:
+        raise ImgshardError(f"shard {shard}: a worker process died (killed, or out of memory); nothing was written") from None
+    decoded.sort(key=lambda d: d.row)
+    return decoded
+
+
+def _keep(decoded: list[Decoded], buf: np.ndarray, relpaths: list[str], on_error: str, result: ShardResult) -> int:
+    """Record a batch's results; pack its good rows to the front of ``buf``; return how many."""
+    kept = 0
+    for d in decoded:
+        path = relpaths[d.row]
+        if d.error is not None:
+            result.skipped.append((path, d.error))
+            continue
+        if d.row != kept and on_error == "skip":
+            buf[kept] = buf[d.row]
+        result.paths.append(path)
+        result.sha256.append(d.sha256)
+        result.sizes.append(d.size)
+        kept += 1
+    return kept
+
+
+def _stop(pool: ProcessPoolExecutor, kill: bool) -> None:
+    if kill:
+        # No public way to stop workers mid-task before Python 3.14's terminate_workers().
+        terminate = getattr(pool, "terminate_workers", None)
+        if terminate is not None:
+            terminate()
+        else:
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)

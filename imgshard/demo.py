@@ -1,0 +1,70 @@
+"""A deterministic demo image set shaped like Kaggle's "Understanding Clouds" (1400x2100 RGB JPEGs).
+
+    python -m imgshard.demo demo/images --count 36
+
+Each image is fractal noise thresholded into cloud fields over a dark ocean,
+with the black no-data swath the real satellite mosaics have. The same seed
+always gives the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import cv2
+import numpy as np
+
+HEIGHT, WIDTH = 1400, 2100
+
+
+def cloud_image(seed: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """One RGB uint8 image of clouds; deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    field = np.zeros((height, width), np.float32)
+    # Octaves of upsampled random grids: large cloud bands plus fine texture.
+    for octave in range(6):
+        cells = 3 * 2**octave
+        grid = rng.random((cells, max(2, cells * width // height)), dtype=np.float32)
+        field += cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC) * 0.55**octave
+    field = (field - field.min()) / (np.ptp(field) + 1e-6)
+    cover = np.clip((field - rng.uniform(0.35, 0.6)) * 4.0, 0.0, 1.0)[..., None]
+    ocean = np.array([18, 42, 70], np.float32) + rng.normal(0, 3, (height, width, 1)).astype(np.float32)
+    cloud = np.array([232, 236, 240], np.float32) * (0.8 + 0.2 * field[..., None])
+    img = ocean * (1 - cover) + cloud * cover
+    # The no-data swath between satellite passes.
+    x0 = int(rng.uniform(0.1, 0.9) * width)
+    slope = rng.uniform(-0.3, 0.3)
+    cols = np.arange(width)[None, :] - (x0 + slope * np.arange(height)[:, None])
+    img[(cols > 0) & (cols < rng.uniform(40, 160))] = 0
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_demo(folder: str, count: int = 36, height: int = HEIGHT, width: int = WIDTH, seed: int = 2019) -> list[str]:
+    """Write ``count`` JPEGs into ``folder``; return their file names. Existing files are rewritten."""
+    os.makedirs(folder, exist_ok=True)
+    names = []
+    for i in range(count):
+        image_seed = seed * 100_003 + i
+        name = f"{np.random.default_rng(image_seed).integers(16**7):07x}.jpg"
+        bgr = cv2.cvtColor(cloud_image(image_seed, height, width), cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(os.path.join(folder, name), bgr, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+            raise OSError(f"{os.path.join(folder, name)}: could not write")
+        names.append(name)
+    return names
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder")
+    parser.add_argument("--count", type=int, default=36)
+    parser.add_argument("--height", type=int, default=HEIGHT)
+    parser.add_argument("--width", type=int, default=WIDTH)
+    parser.add_argument("--seed", type=int, default=2019)
+    args = parser.parse_args(argv)
+    names = write_demo(args.folder, args.count, args.height, args.width, args.seed)
+    print(f"wrote {len(names)} demo images of {args.height}x{args.width} to {args.folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""What the Snakemake scripts call: the snakemake object turned into plain arguments, plus logging.
+
+Kept apart from the steps themselves so that tests call the steps with plain
+arguments and no Snakemake at all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+
+from .errors import ImgshardError
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived; raised so that every ``finally`` cleans up."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def run_job(log_path: str, func, *args) -> None:
+    """Run ``func(*args)`` with stderr (file descriptor 2, so C libraries and workers too) in the log.
+
+    A failure ends the process with status 1 after one line on the terminal as
+    well as in the log; an ImgshardError needs no traceback.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    log = open(log_path, "w", buffering=1)
+    os.dup2(log.fileno(), 2)
+    sys.stderr = log
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        func(*args)
+    except ImgshardError as e:
+        _fail(terminal, f"imgshard: {e}")
+    except Interrupted as e:
+        _fail(terminal, f"imgshard: interrupted by {e}; outputs and shared memory removed", status=130)
+    except Exception:
+        traceback.print_exc()
+        _fail(terminal, f"imgshard: unexpected error, traceback in {log_path}")
+
+
+def _fail(terminal, message: str, status: int = 1) -> None:
+    print(message, file=sys.stderr)
+    print(message, file=terminal)
+    sys.exit(status)
+
+
+def decode_shard_job(smk) -> None:
+    from .decode import decode_shard
+
+    images_dir = smk.params.images_dir
+    sources = list(smk.input.images)
+    relpaths = [os.path.relpath(p, images_dir).replace(os.sep, "/") for p in sources]
+    shard = int(smk.wildcards.shard)
+    result = decode_shard(
+        sources,
+        relpaths,
+        smk.output.shard,
+        tuple(smk.params.pixels["shape"]),
+        shard=shard,
+        workers=smk.threads,
+        shm_budget_mb=smk.resources.shm_mb,
+        compression=smk.params.pixels["compression"],
+        on_error=smk.params.on_error,
+        start_method=smk.params.start_method,
+        attrs={"shard": shard, "pixels": smk.params.pixels},
+    )
+    rate = len(result.paths) / result.seconds if result.seconds else 0.0
+    print(
+        f"shard {shard}: {len(result.paths)} images, {len(result.skipped)} skipped,"
+        f" {result.seconds:.2f} s, {rate:.1f} images/s"
+        f" ({smk.threads} workers, {result.buffers} x {result.buffer_rows}-image buffers)",
+        file=sys.stderr,
+    )
+    for path, reason in result.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+
+
+def gather_job(smk) -> None:
+    from .gather import gather
+
+    total = gather(
+        list(smk.input.shards),
+        smk.output.dataset,
+        tuple(smk.params.pixels["shape"]),
+        mode=smk.params.mode,
+        compression=smk.params.pixels["compression"],
+        attrs={"config": smk.params.config},
+    )
+    print(f"gather ({smk.params.mode}): {total} images from {len(smk.input.shards)} shards", file=sys.stderr)

@@ -1,0 +1,64 @@
+"""Shared-memory buffers in /dev/shm (SharedArray) that workers decode into.
+
+Every segment is named ``imgshard-<tag>-s<shard>-p<pid>-b<k>``: the tag keeps
+runs in different working directories apart, the pid says which process owns
+it, so a later run can tell a leftover of a hard-killed run (owner gone) from a
+live segment of a concurrent one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import numpy as np
+import psutil
+import SharedArray as sa
+
+PREFIX = "imgshard"
+SHM_DIR = "/dev/shm"
+_OWNER = re.compile(rf"^{PREFIX}-.*-p(\d+)-b\d+$")
+
+
+def segment_name(tag: str, shard: int, k: int) -> str:
+    return f"{PREFIX}-{tag}-s{shard}-p{os.getpid()}-b{k}"
+
+
+def create(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    return sa.create(f"shm://{name}", shape, dtype=np.uint8)
+
+
+def attach(name: str) -> np.ndarray:
+    return sa.attach(f"shm://{name}")
+
+
+def delete(name: str) -> None:
+    try:
+        sa.delete(f"shm://{name}")
+    except FileNotFoundError:
+        pass
+
+
+def ours() -> list[str]:
+    """Names of this project's segments now in /dev/shm."""
+    try:
+        return sorted(n for n in os.listdir(SHM_DIR) if _OWNER.match(n))
+    except FileNotFoundError:
+        return []
+
+
+def remove_stale() -> list[str]:
+    """Delete segments whose creating process is gone; return their names."""
+    removed = []
+    for name in ours():
+        pid = int(_OWNER.match(name).group(1))
+        if not psutil.pid_exists(pid):
+            delete(name)
+            removed.append(name)
+    return removed
+
+
+def free_bytes() -> int:
+    """Free space in /dev/shm. Writing past it is a SIGBUS, not an exception, so check first."""
+    return shutil.disk_usage(SHM_DIR).free

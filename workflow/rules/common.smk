@@ -1,0 +1,36 @@
+# Discovery and sharding happen here, when the workflow is parsed: the shard
+# jobs' inputs are the image files themselves, so Snakemake's own rerun
+# triggers (mtime, the set of inputs, params) decide which shards to redo.
+from imgshard.config import resolve_workers
+from imgshard.discover import find_images
+from imgshard.probe import reference_shape
+from imgshard.shard import assign, shard_name
+
+try:
+    IMAGES = find_images(config["images_dir"], config["image_list"])
+    HEIGHT, WIDTH, REFERENCE = reference_shape(config["images_dir"], IMAGES)
+except ImgshardError as e:
+    raise WorkflowError(str(e)) from None
+
+SHARDS = assign(IMAGES, config["shards"])
+SHARD_NAMES = [shard_name(i, config["shards"]) for i in range(config["shards"])]
+# Shards live beside the dataset: a virtual dataset refers to them by relative path.
+SHARD_DIR = os.path.splitext(config["output"])[0] + ".shards"
+WORKERS = resolve_workers(config["workers"])
+
+
+def get_shard_images(wildcards):
+    return [os.path.join(config["images_dir"], p) for p in SHARDS[int(wildcards.shard)]]
+
+
+def get_shard_files(wildcards):
+    return expand(f"{SHARD_DIR}/shard-{{shard}}.h5", shard=SHARD_NAMES)
+
+
+def get_pixel_params():
+    """Every setting that changes stored pixels: a change to one redoes every shard."""
+    return {
+        "shape": [HEIGHT, WIDTH],
+        "compression": config["compression"],
+        "image_size": config["image_size"],
+    }
