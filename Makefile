@@ -33,7 +33,7 @@ run: $(BIN)/.runtime $(DEMO)/.complete
 test: $(BIN)/.dev
 	$(BIN)/python -m pytest
 
-lint: $(BIN)/.dev
+lint: $(BIN)/.dev $(DEMO)/.complete
 	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 

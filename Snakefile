@@ -31,6 +31,6 @@ include: "workflow/rules/gather.smk"
 
 
 rule all:
+    default_target: True
     input:
         config["output"],
-    default_target: True

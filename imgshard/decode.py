@@ -55,8 +55,14 @@ def decode_into(path: str, out: np.ndarray) -> tuple[str | None, tuple[int, int]
         return digest, None, "empty file (0 bytes)"
     try:
         img = cv2.imread(path, out, FLAGS)
-    except cv2.error as e:
-        return digest, None, f"OpenCV cannot decode it ({_first_line(e)})"
+    except cv2.error:
+        # OpenCV 5 refuses a ``dst`` of another shape than the file's stored
+        # size: an EXIF-rotated image, or one of another size. Decode it on its
+        # own to tell which (a rotated one is then copied in below).
+        try:
+            img = cv2.imread(path, FLAGS)
+        except cv2.error as e:
+            return digest, None, f"OpenCV cannot decode it ({_first_line(e)})"
     if img is None or img.size == 0:
         return digest, None, "not a decodable image"
     size = (int(img.shape[0]), int(img.shape[1]))
@@ -65,8 +71,7 @@ def decode_into(path: str, out: np.ndarray) -> tuple[str | None, tuple[int, int]
             f"decoded size {size[0]}x{size[1]} differs from the dataset's {out.shape[0]}x{out.shape[1]}"
             " (images of different sizes need image_size set)"
         )
-    # imread writes into ``out`` only when it can; anything else (an EXIF
-    # rotation, say) comes back as a new array that must be copied in.
+    # Whatever imread did not write into ``out`` itself must be copied in.
     if not np.shares_memory(img, out):
         out[...] = img
     return digest, size, None

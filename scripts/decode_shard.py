@@ -3,11 +3,11 @@
 import os
 import sys
 
-# Snakemake runs a copy of this file from .snakemake/scripts; find the package beside the original.
-sys.path.insert(0, os.path.dirname(snakemake.scriptdir))  # noqa: F821
-
-from imgshard.jobs import decode_shard_job, run_job  # noqa: E402
-
-# The guard keeps spawn/forkserver workers, which re-import this file, from running the job again.
+# Everything under the guard: spawn and forkserver workers re-run this file as
+# a plain module, without the preamble that defines `snakemake`.
 if __name__ == "__main__":
+    # Snakemake runs a copy of this file; the package sits beside the original.
+    sys.path.insert(0, os.path.dirname(snakemake.scriptdir))  # noqa: F821
+    from imgshard.jobs import decode_shard_job, run_job
+
     run_job(snakemake.log[0], decode_shard_job, snakemake)  # noqa: F821

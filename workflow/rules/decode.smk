@@ -3,19 +3,19 @@ rule decode_shard:
         images=get_shard_images,
     output:
         shard=f"{SHARD_DIR}/shard-{{shard}}.h5",
+    log:
+        "logs/decode_shard/{shard}.log",
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        "../../envs/decode_shard.yaml"
+    threads: WORKERS
+    resources:
+        shm_mb=config["shm_budget_mb"],
     params:
         images_dir=config["images_dir"],
         pixels=get_pixel_params(),
         on_error=config["on_error"],
         start_method=config["start_method"],
-    threads: WORKERS
-    resources:
-        shm_mb=config["shm_budget_mb"],
-    wildcard_constraints:
-        shard=r"\d+",
-    log:
-        "logs/decode_shard/{shard}.log",
-    conda:
-        "../../envs/decode_shard.yaml"
     script:
         "../../scripts/decode_shard.py"

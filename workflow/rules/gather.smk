@@ -3,13 +3,13 @@ rule gather:
         shards=get_shard_files,
     output:
         dataset=config["output"],
-    params:
-        mode=config["gather"],
-        pixels=get_pixel_params(),
-        config=config,
     log:
         "logs/gather.log",
     conda:
         "../../envs/gather.yaml"
+    params:
+        mode=config["gather"],
+        pixels=get_pixel_params(),
+        config=config,
     script:
         "../../scripts/gather.py"

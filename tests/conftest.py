@@ -1,0 +1,104 @@
+"""Fixtures: generated images, the real snakemake command, and a /dev/shm leak check on every test."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from imgshard import shm
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def write_image(path: Path, seed: int, height: int = 48, width: int = 64, ext: str | None = None) -> Path:
+    """A smooth random RGB image (compresses like a photo) written with cv2; returns its path."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    rgb = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    rgb = np.clip(rgb.astype(np.int16) + rng.integers(-20, 20, rgb.shape), 0, 255).astype(np.uint8)
+    path = Path(path)
+    if ext:
+        path = path.with_suffix(ext)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def make_images(folder: Path, count: int, height: int = 48, width: int = 64, seed: int = 0) -> list[str]:
+    """``count`` JPEGs in ``folder`` (some in a subfolder); returns their relative paths."""
+    rels = []
+    for i in range(count):
+        rel = f"{'sub/' if i % 3 == 0 else ''}img{i:04d}.jpg"
+        write_image(folder / rel, seed * 1000 + i, height, width)
+        rels.append(rel)
+    return rels
+
+
+def config_args(**config) -> list[str]:
+    return ["--config", *(f"{k}={v}" for k, v in config.items())] if config else []
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 240, **config) -> subprocess.CompletedProcess:
+    """Run the real snakemake on this repository's Snakefile in ``workdir``; output and errors combined."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    cmd += config_args(**config)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
+    return proc
+
+
+def jobs_run(output: str, rule: str) -> int:
+    """How many jobs of ``rule`` snakemake started, read from its own output."""
+    return len(re.findall(rf"^\s*(?:local)?rule {rule}:$", output, flags=re.M))
+
+
+@pytest.fixture(autouse=True)
+def no_shm_leak():
+    """Every test must leave /dev/shm as it found it."""
+    before = set(shm.ours())
+    yield
+    leaked = set(shm.ours()) - before
+    for name in leaked:
+        shm.delete(name)
+    assert not leaked, f"shared memory left in /dev/shm: {sorted(leaked)}"
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    """A folder of 12 small JPEGs."""
+    folder = tmp_path / "images"
+    make_images(folder, 12)
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+def read_dataset(path: Path) -> dict:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {
+            "images": f["images"][()],
+            "paths": list(f["paths"].asstr()[()]),
+            "sha256": list(f["sha256"].asstr()[()]),
+            "original_size": f["original_size"][()],
+            "attrs": dict(f.attrs),
+            "virtual": f["images"].is_virtual,
+        }
+
+
+def reference_pixels(images_dir: Path, rel: str) -> np.ndarray:
+    return cv2.imread(str(images_dir / rel), cv2.IMREAD_COLOR_RGB)

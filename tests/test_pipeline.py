@@ -1,0 +1,104 @@
+"""The whole pipeline through the real snakemake command, on generated images."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from imgshard.shard import shard_of
+from tests.conftest import REPO, jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
+
+
+@pytest.mark.parametrize("gather", ["virtual", "copy"])
+def test_dataset_matches_cv2_pixel_for_pixel(images, workdir, gather):
+    snakemake(workdir, images_dir=images, shards=4, gather=gather)
+    ds = read_dataset(workdir / "results/dataset.h5")
+
+    assert ds["virtual"] == (gather == "virtual")
+    expected_paths = sorted(str(p.relative_to(images)).replace(os.sep, "/") for p in images.rglob("*.jpg"))
+    assert sorted(ds["paths"]) == expected_paths
+    # Dataset order: shard by shard, sorted paths within a shard.
+    assert ds["paths"] == sorted(expected_paths, key=lambda p: (shard_of(p, 4), p))
+    assert ds["images"].shape == (12, 48, 64, 3) and ds["images"].dtype == np.uint8
+    for i, rel in enumerate(ds["paths"]):
+        np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel), err_msg=rel)
+        assert ds["sha256"][i] == hashlib.sha256((images / rel).read_bytes()).hexdigest()
+        assert tuple(ds["original_size"][i]) == (48, 64)
+    config = json.loads(ds["attrs"]["config"])
+    assert config["gather"] == gather and config["shards"] == 4
+    assert ds["attrs"]["imgshard_version"]
+
+
+def test_copy_gather_is_self_contained_and_compressed(images, workdir, tmp_path):
+    snakemake(workdir, images_dir=images, shards=3, gather="copy", compression="gzip")
+    moved = tmp_path / "moved.h5"
+    os.rename(workdir / "results/dataset.h5", moved)
+    for shard in (workdir / "results/dataset.shards").iterdir():
+        shard.unlink()
+    with h5py.File(moved) as f:
+        assert f["images"].compression == "gzip" and f["images"].chunks == (1, 48, 64, 3)
+        first = f["paths"].asstr()[0]
+        np.testing.assert_array_equal(f["images"][0], reference_pixels(images, first))
+
+
+def test_virtual_dataset_reads_from_any_working_directory(images, workdir, monkeypatch):
+    snakemake(workdir, images_dir=images, shards=2)
+    monkeypatch.chdir("/")
+    ds = read_dataset(workdir / "results/dataset.h5")
+    rel = ds["paths"][-1]
+    np.testing.assert_array_equal(ds["images"][-1], reference_pixels(images, rel))
+
+
+def test_same_input_gives_same_order_and_bytes(images, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for wd in (a, b):
+        wd.mkdir()
+        snakemake(wd, images_dir=images, shards=5, gather="copy")
+    da, db = read_dataset(a / "results/dataset.h5"), read_dataset(b / "results/dataset.h5")
+    assert da["paths"] == db["paths"]
+    np.testing.assert_array_equal(da["images"], db["images"])
+
+
+def test_runs_from_another_directory_with_relative_config_paths(tmp_path):
+    """-s /repo/Snakefile --directory elsewhere: config paths resolve there, every output lands there."""
+    run = tmp_path / "run1"
+    make_images(run / "pics", 5)
+    (run / "my.yaml").write_text("images_dir: pics\noutput: out/ds.h5\nshards: 2\n")
+    snakemake(run, "--configfile", str(run / "my.yaml"))
+    assert (run / "out/ds.h5").is_file()
+    assert sorted(p.name for p in (run / "out/ds.shards").iterdir()) == ["shard-000.h5", "shard-001.h5"]
+    assert (run / "logs/gather.log").is_file() and (run / ".snakemake").is_dir()
+    assert not (REPO / "out").exists()
+    assert len(read_dataset(run / "out/ds.h5")["paths"]) == 5
+
+
+def test_every_rule_writes_its_log(images, workdir):
+    snakemake(workdir, images_dir=images, shards=2)
+    logs = sorted(str(p.relative_to(workdir)) for p in (workdir / "logs").rglob("*.log"))
+    assert logs == ["logs/decode_shard/000.log", "logs/decode_shard/001.log", "logs/gather.log"]
+    summary = (workdir / "logs/decode_shard/000.log").read_text()
+    assert "shard 0: " in summary and "images/s" in summary
+
+
+def test_images_of_different_sizes_fail_naming_the_file(images, workdir):
+    write_image(images / "zzz_big.jpg", seed=99, height=50, width=64)
+    proc = snakemake(workdir, check=False, images_dir=images, shards=1)
+    assert proc.returncode != 0
+    assert "zzz_big.jpg: decoded size 50x64 differs from the dataset's 48x64" in proc.stdout
+    assert not (workdir / "results/dataset.shards/shard-000.h5").exists()
+    assert not list((workdir / "results/dataset.shards").glob("*.tmp-*"))
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_shard_script_under_spawn_and_forkserver(images, workdir, start_method):
+    snakemake(workdir, images_dir=images, shards=2, start_method=start_method)
+    ds = read_dataset(workdir / "results/dataset.h5")
+    assert len(ds["paths"]) == 12
+    for i, rel in enumerate(ds["paths"]):
+        np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel))
