@@ -25,6 +25,10 @@ def schema_error(config: dict, schema_path: str) -> ImgshardError:
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is None:
         return ImgshardError("config: invalid")
+    while error.parent is not None:
+        # An error inside oneOf names one branch ("not of type integer"); the
+        # oneOf itself can say every allowed form.
+        error = error.parent
     if error.validator == "additionalProperties":
         known = ", ".join(sorted(schema["properties"]))
         return ImgshardError(f"config: {error.message} (known keys: {known})")

@@ -10,7 +10,10 @@ try:
     IMAGES = find_images(config["images_dir"], config["image_list"])
     HEIGHT, WIDTH, REFERENCE = reference_shape(config["images_dir"], IMAGES)
 except ImgshardError as e:
-    raise WorkflowError(str(e)) from None
+    hint = ""
+    if config["images_dir"] == "demo/images" and not os.path.isdir("demo/images"):
+        hint = " (`make demo` writes the demo images, or set images_dir to yours)"
+    raise WorkflowError(f"{e}{hint}") from None
 
 SHARDS = assign(IMAGES, config["shards"])
 SHARD_NAMES = [shard_name(i, config["shards"]) for i in range(config["shards"])]

@@ -1,0 +1,55 @@
+"""Bad configuration stops the run before any job starts, with one line naming the key and value."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, jobs_run, snakemake
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"shards": -3}, r"config: shards = -3 is invalid: -3 is less than the minimum of 1"),
+        ({"gather": "zip"}, r"config: gather = 'zip' is invalid: .*one of: virtual, copy"),
+        ({"workers": 0}, r"config: workers = 0 is invalid: .*expected an integer >= 1 or 'auto'"),
+        ({"compression": "zstd"}, r"config: compression = 'zstd' is invalid"),
+        ({"on_error": "ignore"}, r"config: on_error = 'ignore' is invalid"),
+        ({"output": "results/data.zip"}, r"config: output = 'results/data.zip' is invalid"),
+        ({"shard": 4}, r"config: Additional properties are not allowed \('shard' was unexpected\)"),
+        ({"images_dir": "no/such/folder"}, r"images_dir: 'no/such/folder' is not a folder"),
+    ],
+)
+def test_bad_value_stops_before_any_job(images, workdir, config, expected):
+    config = {"images_dir": images, **config}
+    proc = snakemake(workdir, check=False, **config)
+    assert proc.returncode != 0
+    assert re.search(expected, proc.stdout), proc.stdout[-3000:]
+    assert jobs_run(proc.stdout, "decode_shard") == 0
+    assert not (workdir / "results").exists()
+
+
+def test_empty_folder_is_an_error(tmp_path, workdir):
+    empty = tmp_path / "empty"
+    (empty / ".hidden").mkdir(parents=True)
+    (empty / ".hidden/a.jpg").write_bytes(b"x")
+    (empty / "notes.txt").write_text("not an image")
+    proc = snakemake(workdir, check=False, images_dir=empty)
+    assert proc.returncode != 0
+    assert f"images_dir '{empty}': no images found" in proc.stdout
+
+
+def test_default_images_dir_missing_points_at_make_demo(workdir):
+    proc = snakemake(workdir, check=False)
+    assert "images_dir: 'demo/images' is not a folder (`make demo` writes the demo images" in proc.stdout
+
+
+def test_every_schema_key_has_a_default_in_config_yaml():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert set(config) == set(schema["properties"])
+    for key, spec in schema["properties"].items():
+        assert config[key] == spec["default"], key

@@ -1,0 +1,59 @@
+"""The project's own files: lint, formatting, and conda environments that match requirements.txt."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO, SNAKEMAKE, make_images
+
+
+def pinned(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            name, _, version = line.partition("==")
+            assert version, f"{path.name}: {line!r} is not pinned with =="
+            pins[name.lower()] = version
+    return pins
+
+
+def test_requirements_are_pinned():
+    assert pinned(REPO / "requirements.txt")
+    pinned(REPO / "requirements-dev.txt")
+
+
+def test_conda_envs_match_requirements():
+    runtime = pinned(REPO / "requirements.txt")
+    runtime.pop("snakemake")  # the jobs import the package, not snakemake
+    envs = sorted((REPO / "envs").glob("*.yaml"))
+    assert [e.stem for e in envs] == ["decode_shard", "gather"]
+    for env in envs:
+        spec = yaml.safe_load(env.read_text())
+        pips = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+        assert {p.split("==")[0].lower(): p.split("==")[1] for p in pips} == runtime, env.name
+    rules = "".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
+    for env in envs:
+        assert f'"../../envs/{env.name}"' in rules
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    make_images(tmp_path / "images", 3)
+    proc = subprocess.run(
+        [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--lint", "--config", f"images_dir={tmp_path / 'images'}"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr
+
+
+def test_snakefmt_is_clean():
+    snakefmt = str(Path(sys.executable).with_name("snakefmt"))
+    files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "workflow/rules").glob("*.smk")))]
+    proc = subprocess.run([snakefmt, "--check", *files], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

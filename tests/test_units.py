@@ -1,0 +1,98 @@
+"""The package's steps called directly, without Snakemake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from imgshard.decode import MB, plan_buffers
+from imgshard.discover import find_images
+from imgshard.errors import ImgshardError
+from imgshard.shard import assign, shard_name, shard_of
+from tests.conftest import REPO
+
+
+def test_discovery_finds_image_extensions_in_any_case_and_skips_hidden(tmp_path):
+    for name in ["a.JPG", "b.jpeg", "c.Png", "d.tif", "e.TIFF", "f.bmp", "g.webp", "sub/deep/h.jpg"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    for name in ["notes.txt", "i.gif", ".j.jpg", ".hidden/k.jpg", "sub/.cache/l.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert find_images(tmp_path) == ["a.JPG", "b.jpeg", "c.Png", "d.tif", "e.TIFF", "f.bmp", "g.webp", "sub/deep/h.jpg"]
+
+
+def test_image_list_replaces_scanning(tmp_path):
+    for name in ["a.jpg", "b.jpg", "sub/c.jpg"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# chosen\nsub/c.jpg\n\na.jpg\n")
+    assert find_images(tmp_path, listing) == ["a.jpg", "sub/c.jpg"]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("missing.jpg", "line 1: '.*missing.jpg' does not exist"),
+        ("../a.jpg", "line 1: '../a.jpg' must be a path relative to images_dir"),
+        ("/etc/passwd", "line 1: '/etc/passwd' must be a path relative"),
+        ("a.jpg\na.jpg", "line 2: 'a.jpg' is listed already on line 1"),
+    ],
+)
+def test_image_list_errors_name_the_line(tmp_path, line, message):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    listing = tmp_path / "list.txt"
+    listing.write_text(line + "\n")
+    with pytest.raises(ImgshardError, match=message):
+        find_images(tmp_path, listing)
+
+
+def test_shard_of_is_stable_across_processes():
+    paths = [f"dir{i % 7}/img{i}.jpg" for i in range(200)]
+    here = [shard_of(p, 16) for p in paths]
+    code = f"from imgshard.shard import shard_of; print([shard_of(p, 16) for p in {paths!r}])"
+    for seed in ("0", "12345"):
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env={"PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True
+        ).stdout
+        assert eval(out) == here
+    assert set(here) == set(range(16))  # 200 paths reach every shard
+
+
+def test_adding_or_removing_an_image_moves_no_other():
+    paths = [f"img{i}.jpg" for i in range(100)]
+    before = assign(paths, 8)
+    after = assign(paths[:40] + paths[41:] + ["zz_new.jpg"], 8)
+    changed = [i for i in range(8) if before[i] != after[i]]
+    assert set(changed) <= {shard_of("img40.jpg", 8), shard_of("zz_new.jpg", 8)}
+
+
+def test_shard_names_sort_in_shard_order():
+    names = [shard_name(i, 1500) for i in range(1500)]
+    assert names == sorted(names) and names[7] == "0007"
+    assert shard_name(3, 16) == "003"
+
+
+@pytest.mark.parametrize(
+    "n, budget_images, free_images, expected",
+    [
+        (10, 100, 100, (10, 1)),  # the whole shard fits: one buffer, no batches
+        (100, 20, 1000, (10, 2)),  # two buffers of half the budget each
+        (100, 20, 6, (3, 2)),  # /dev/shm smaller than the budget: shrink to fit
+        (100, 1, 100, (1, 1)),  # room for one image only: no overlap
+        (0, 10, 10, (0, 0)),
+    ],
+)
+def test_plan_buffers(n, budget_images, free_images, expected):
+    image = 3 * MB
+    assert plan_buffers(n, image, budget_images * image, free_images * image) == expected
+
+
+def test_plan_buffers_refuses_what_cannot_fit():
+    with pytest.raises(ImgshardError, match="shm_budget_mb: 2 MB is less than one image"):
+        plan_buffers(5, 3 * MB, 2 * MB, 100 * MB)
+    with pytest.raises(ImgshardError, match=r"/dev/shm has 2 MB free but one image needs 3 MB.*--shm-size"):
+        plan_buffers(5, 3 * MB, 100 * MB, 2 * MB)
