@@ -1,0 +1,138 @@
+"""Killed workers, signals to snakemake, leftovers of hard-killed runs, concurrent runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import pytest
+
+from imgshard import shm
+from tests.conftest import REPO, SNAKEMAKE, config_args, read_dataset, reference_pixels, snakemake
+
+
+@pytest.fixture
+def slow_images(tmp_path) -> Path:
+    """40 noisy 1200x1800 JPEGs: about 3 s of decoding for one worker, time enough to interrupt."""
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1800, 3), dtype=np.uint8)
+    cv2.imwrite(str(folder / "img000.jpg"), noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    for i in range(1, 40):
+        shutil.copy(folder / "img000.jpg", folder / f"img{i:03d}.jpg")
+    return folder
+
+
+def start(workdir: Path, **config) -> subprocess.Popen:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "1"]
+    return subprocess.Popen(
+        cmd + config_args(**config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+
+
+def wait_for_workers(proc: subprocess.Popen, timeout: float = 60) -> tuple[psutil.Process, list[psutil.Process]]:
+    """The shard job's parent (the owner of a new segment) and its workers, once they exist."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        for name in shm.ours():
+            owner = psutil.Process(int(name.split("-p")[1].split("-")[0]))
+            workers = owner.children()
+            if workers:
+                return owner, workers
+        time.sleep(0.02)
+    raise AssertionError("the shard job never started its workers")
+
+
+def assert_nothing_half_written(workdir: Path) -> None:
+    assert not list(workdir.rglob("*.h5")), "no shard may be written when its job failed"
+    assert not list(workdir.rglob("*.tmp-*"))
+
+
+def test_killed_worker_fails_the_job_quickly_and_a_rerun_completes(slow_images, workdir):
+    proc = start(workdir, images_dir=slow_images, shards=1, workers=1)
+    owner, workers = wait_for_workers(proc)
+    workers[0].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    out, _ = proc.communicate(timeout=60)
+    assert time.monotonic() - killed_at < 15
+    assert proc.returncode != 0
+    assert "imgshard: shard 0: a worker process died" in out
+    assert not owner.is_running()
+    assert_nothing_half_written(workdir)
+
+    snakemake(workdir, "--rerun-incomplete", images_dir=slow_images, shards=1, workers=1)
+    ds = read_dataset(workdir / "results/dataset.h5")
+    assert len(ds["paths"]) == 40
+    np.testing.assert_array_equal(ds["images"][7], reference_pixels(slow_images, ds["paths"][7]))
+
+
+@pytest.mark.parametrize(
+    "sig, group",
+    [
+        (signal.SIGTERM, False),  # snakemake alone: it lets running jobs finish, then stops
+        (signal.SIGINT, True),  # Ctrl-C in a terminal: the whole process group
+        (signal.SIGTERM, True),  # a batch system ending the job: the whole group
+    ],
+    ids=["sigterm-snakemake", "ctrl-c", "sigterm-group"],
+)
+def test_signal_leaves_no_half_written_file_and_no_shared_memory(slow_images, workdir, sig, group):
+    proc = start(workdir, images_dir=slow_images, shards=1, workers=1)
+    owner, _ = wait_for_workers(proc)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    psutil.wait_procs([owner], timeout=10)
+    assert not owner.is_running()
+    assert not list(workdir.rglob("*.tmp-*"))
+    assert not (workdir / "results/dataset.h5").exists()
+    shard = workdir / "results/dataset.shards/shard-000.h5"
+    if group:
+        assert "interrupted by" in (workdir / "logs/decode_shard/000.log").read_text()
+        assert not shard.exists()
+    elif shard.exists():  # finished before snakemake stopped: it must be whole
+        assert len(read_dataset(shard)["paths"]) == 40
+
+    snakemake(workdir, "--rerun-incomplete", images_dir=slow_images, shards=1, workers=1)
+    ds = read_dataset(workdir / "results/dataset.h5")
+    assert len(ds["paths"]) == 40
+    np.testing.assert_array_equal(ds["images"][39], reference_pixels(slow_images, ds["paths"][39]))
+
+
+def test_leftovers_of_dead_processes_are_removed_live_ones_kept(images, workdir):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = f"{shm.PREFIX}-deadbeef-s0-p{dead.pid}-b0"
+    live = f"{shm.PREFIX}-deadbeef-s0-p{os.getpid()}-b0"
+    shm.create(stale, (4,))
+    shm.create(live, (4,))
+    try:
+        snakemake(workdir, images_dir=images, shards=1)
+        assert stale not in shm.ours()
+        assert live in shm.ours()
+    finally:
+        shm.delete(stale)
+        shm.delete(live)
+
+
+def test_two_runs_at_once_in_different_directories(images, tmp_path):
+    dirs = [tmp_path / "one", tmp_path / "two"]
+    procs = []
+    for d in dirs:
+        d.mkdir()
+        procs.append(start(d, images_dir=images, shards=3, workers=1))
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    a, b = (read_dataset(d / "results/dataset.h5") for d in dirs)
+    assert a["paths"] == b["paths"] and (a["images"] == b["images"]).all()
