@@ -43,6 +43,15 @@ class Decoded:
     error: str | None
 
 
+# Written to a row's first and last pixel before decoding into it. imread with
+# ``dst`` returns ``dst`` untouched, with no error, when it cannot decode a
+# file, and a decoder that fails partway leaves the last rows unwritten; a mark
+# that survives is how either shows. A real image that happens to carry these
+# exact values only costs one confirming decode, never a wrong result.
+_MARK_FIRST = np.array([1, 254, 3], np.uint8)
+_MARK_LAST = np.array([252, 5, 250], np.uint8)
+
+
 def decode_into(path: str, out: np.ndarray) -> tuple[str | None, tuple[int, int] | None, str | None]:
     """Decode ``path`` into ``out`` (H, W, 3); return (sha256, (height, width), error or None)."""
     try:
@@ -53,16 +62,27 @@ def decode_into(path: str, out: np.ndarray) -> tuple[str | None, tuple[int, int]
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return digest, None, "empty file (0 bytes)"
+    out[0, 0] = _MARK_FIRST
+    out[-1, -1] = _MARK_LAST
     try:
         img = cv2.imread(path, out, FLAGS)
+        written = (
+            img is not None
+            and np.shares_memory(img, out)
+            and not (out[0, 0] == _MARK_FIRST).all()
+            and not (out[-1, -1] == _MARK_LAST).all()
+        )
     except cv2.error:
         # OpenCV 5 refuses a ``dst`` of another shape than the file's stored
-        # size: an EXIF-rotated image, or one of another size. Decode it on its
-        # own to tell which (a rotated one is then copied in below).
-        try:
-            img = cv2.imread(path, FLAGS)
-        except cv2.error as e:
-            return digest, None, f"OpenCV cannot decode it ({_first_line(e)})"
+        # size: an EXIF-rotated image, or one of another size.
+        written = False
+    if written:
+        return digest, (out.shape[0], out.shape[1]), None
+    # Decode on its own: None means undecodable; a rotated image that fits is copied in.
+    try:
+        img = cv2.imread(path, FLAGS)
+    except cv2.error as e:
+        return digest, None, f"OpenCV cannot decode it ({_first_line(e)})"
     if img is None or img.size == 0:
         return digest, None, "not a decodable image"
     size = (int(img.shape[0]), int(img.shape[1]))
@@ -71,9 +91,7 @@ def decode_into(path: str, out: np.ndarray) -> tuple[str | None, tuple[int, int]
             f"decoded size {size[0]}x{size[1]} differs from the dataset's {out.shape[0]}x{out.shape[1]}"
             " (images of different sizes need image_size set)"
         )
-    # Whatever imread did not write into ``out`` itself must be copied in.
-    if not np.shares_memory(img, out):
-        out[...] = img
+    out[...] = img
     return digest, size, None
 
 
@@ -139,6 +157,20 @@ def plan_buffers(n: int, image_bytes: int, budget_bytes: int, free_bytes: int) -
     return min(fit // 2, n), 2
 
 
+def mp_context(start_method: str):
+    """The multiprocessing context workers start in.
+
+    forkserver is the default because fork is unsafe in a process that has
+    already run OpenCV code: the child inherits OpenCV's thread pool in a
+    locked state and its first imread can hang forever. The server imports
+    this module once, so each worker starts without paying for cv2's import.
+    """
+    ctx = get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
 def run_tag(out_path: str) -> str:
     """Short tag that tells apart runs writing to different places."""
     return hashlib.blake2b(os.path.abspath(out_path).encode(), digest_size=4).hexdigest()
@@ -155,7 +187,7 @@ def decode_shard(
     shm_budget_mb: int = 1024,
     compression: str = "none",
     on_error: str = "fail",
-    start_method: str = "fork",
+    start_method: str = "forkserver",
     attrs: dict | None = None,
 ) -> ShardResult:
     """Decode ``sources`` into the shard file ``out_path``; ``relpaths`` are what it records."""
@@ -175,7 +207,7 @@ def decode_shard(
         if n:
             pool = ProcessPoolExecutor(
                 max_workers=max(1, min(workers, n)),
-                mp_context=get_context(start_method),
+                mp_context=mp_context(start_method),
                 initializer=_init_worker,
                 initargs=(names,),
             )

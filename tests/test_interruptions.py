@@ -38,17 +38,24 @@ def start(workdir: Path, **config) -> subprocess.Popen:
 
 
 def wait_for_workers(proc: subprocess.Popen, timeout: float = 60) -> tuple[psutil.Process, list[psutil.Process]]:
-    """The shard job's parent (the owner of a new segment) and its workers, once they exist."""
+    """The shard job's parent (owner of a new segment) and its workers (the others that map it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read()
         for name in shm.ours():
             owner = psutil.Process(int(name.split("-p")[1].split("-")[0]))
-            workers = owner.children()
+            workers = [p for p in owner.children(recursive=True) if maps(p, name)]
             if workers:
                 return owner, workers
         time.sleep(0.02)
     raise AssertionError("the shard job never started its workers")
+
+
+def maps(proc: psutil.Process, segment: str) -> bool:
+    try:
+        return any(m.path.endswith("/" + segment) for m in proc.memory_maps())
+    except psutil.Error:
+        return False
 
 
 def assert_nothing_half_written(workdir: Path) -> None:

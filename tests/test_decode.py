@@ -1,0 +1,123 @@
+"""decode_shard called directly: batches, both buffers, every start method, the shard file it writes."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from imgshard.decode import decode_shard
+from imgshard.errors import ImgshardError
+from tests.conftest import make_images, reference_pixels
+
+
+@pytest.fixture(scope="module")
+def big_images(tmp_path_factory):
+    """12 images of 512x512 (768 KiB decoded each), so a 3 MB budget means batches of two."""
+    folder = tmp_path_factory.mktemp("big")
+    return folder, make_images(folder, 12, height=512, width=512)
+
+
+# Not fork: this test process has run OpenCV, whose thread pool a forked child
+# inherits locked (see imgshard.decode.mp_context); the fork path is tested
+# through snakemake, whose job process runs no OpenCV before starting workers.
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_batches_through_two_buffers_give_exact_pixels(big_images, tmp_path, start_method):
+    folder, rels = big_images
+    out = tmp_path / "shard.h5"
+    result = decode_shard(
+        [str(folder / r) for r in rels], rels, str(out), (512, 512), workers=2, shm_budget_mb=3, start_method=start_method
+    )
+    # 3 MB holds 4 images: two buffers of two, so six batches with writing overlapping decoding.
+    assert (result.buffers, result.buffer_rows) == (2, 2)
+    with h5py.File(out) as f:
+        assert list(f["paths"].asstr()[()]) == rels
+        assert f["images"].chunks == (1, 512, 512, 3)
+        for i, rel in enumerate(rels):
+            np.testing.assert_array_equal(f["images"][i], reference_pixels(folder, rel), err_msg=rel)
+
+
+def test_empty_shard_writes_an_empty_file(tmp_path):
+    result = decode_shard([], [], str(tmp_path / "s.h5"), (8, 8))
+    assert result.paths == []
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f["images"].shape == (0, 8, 8, 3) and len(f["paths"]) == 0
+
+
+def test_broken_file_fails_the_shard_listing_every_one(tmp_path):
+    rels = make_images(tmp_path, 6)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image at all")
+    rels += ["empty.jpg", "text.png"]
+    out = tmp_path / "shard.h5"
+    with pytest.raises(ImgshardError) as e:
+        decode_shard([str(tmp_path / r) for r in rels], rels, str(out), (48, 64), workers=2)
+    message = str(e.value)
+    assert "2 of 8 images could not be stored" in message
+    assert "empty.jpg: empty file (0 bytes)" in message
+    assert "text.png: not a decodable image" in message
+    assert not out.exists() and not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_skip_keeps_exactly_the_good_images_in_order(tmp_path):
+    rels = make_images(tmp_path, 9)
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 broken")
+    rels.insert(4, "bad.jpg")
+    out = tmp_path / "shard.h5"
+    result = decode_shard(
+        [str(tmp_path / r) for r in rels], rels, str(out), (48, 64), workers=2, on_error="skip", shm_budget_mb=1
+    )
+    assert [p for p, _ in result.skipped] == ["bad.jpg"]
+    good = [r for r in rels if r != "bad.jpg"]
+    with h5py.File(out) as f:
+        assert list(f["paths"].asstr()[()]) == good
+        for i, rel in enumerate(good):
+            np.testing.assert_array_equal(f["images"][i], reference_pixels(tmp_path, rel), err_msg=rel)
+
+
+def exif_rotated_jpeg(path, rgb: np.ndarray, orientation: int = 6) -> None:
+    """A JPEG of ``rgb`` with an EXIF orientation tag (6: rotate 90 degrees clockwise to display)."""
+    import struct
+
+    import cv2
+
+    ok, enc = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    ifd = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + b"\x00" * 4
+    app1 = b"\xff\xe1" + struct.pack(">H", 8 + len(ifd)) + b"Exif\x00\x00" + ifd
+    data = enc.tobytes()
+    path.write_bytes(data[:2] + app1 + data[2:])
+
+
+def test_exif_rotated_image_is_stored_as_cv2_shows_it(tmp_path):
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[:10, :20] = (255, 0, 0)
+    exif_rotated_jpeg(tmp_path / "rot.jpg", rgb)
+    upright = reference_pixels(tmp_path, "rot.jpg")
+    assert upright.shape == (60, 40, 3)  # cv2 applied the rotation
+    decode_shard([str(tmp_path / "rot.jpg")], ["rot.jpg"], str(tmp_path / "s.h5"), (60, 40))
+    with h5py.File(tmp_path / "s.h5") as f:
+        np.testing.assert_array_equal(f["images"][0], upright)
+        assert tuple(f["original_size"][0]) == (60, 40)
+
+
+def test_image_whose_corners_look_like_the_decode_marks_is_stored_exactly(tmp_path):
+    import cv2
+
+    rgb = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    rgb[0, 0] = (1, 254, 3)
+    rgb[-1, -1] = (252, 5, 250)
+    cv2.imwrite(str(tmp_path / "m.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    decode_shard([str(tmp_path / "m.png")], ["m.png"], str(tmp_path / "s.h5"), (30, 40))
+    with h5py.File(tmp_path / "s.h5") as f:
+        np.testing.assert_array_equal(f["images"][0], rgb)
+
+
+def test_undecodable_file_after_a_good_one_is_not_stored_with_stale_pixels(tmp_path):
+    """imread(dst) leaves dst as it was when it cannot decode: the row holds the previous image."""
+    rels = make_images(tmp_path, 1)
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    rels.append("junk.jpg")
+    result = decode_shard(
+        [str(tmp_path / r) for r in rels], rels, str(tmp_path / "s.h5"), (48, 64), workers=1, on_error="skip"
+    )
+    assert result.paths == rels[:1] and [p for p, _ in result.skipped] == ["junk.jpg"]
