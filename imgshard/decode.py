@@ -10,6 +10,7 @@ the shard file while the workers decode batch k+1.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import signal
@@ -26,6 +27,8 @@ from tqdm import tqdm
 
 from . import shm
 from .errors import ImgshardError
+from .geometry import Geometry, reduced_size
+from .header import Header, problem, read_header
 from .write import ShardWriter
 
 FLAGS = cv2.IMREAD_COLOR_RGB
@@ -50,10 +53,19 @@ class Decoded:
 # exact values only costs one confirming decode, never a wrong result.
 _MARK_FIRST = np.array([1, 254, 3], np.uint8)
 _MARK_LAST = np.array([252, 5, 250], np.uint8)
+# imread flags for a reduced-size RGB decode, by reduction factor.
+_REDUCED = {
+    1: FLAGS,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2 | cv2.IMREAD_COLOR_RGB,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4 | cv2.IMREAD_COLOR_RGB,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_COLOR_RGB,
+}
+
+Outcome = tuple[str | None, tuple[int, int] | None, str | None]  # sha256, original (height, width), error
 
 
-def decode_into(path: str, out: np.ndarray) -> tuple[str | None, tuple[int, int] | None, str | None]:
-    """Decode ``path`` into ``out`` (H, W, 3); return (sha256, (height, width), error or None)."""
+def decode_into(path: str, out: np.ndarray, geometry: Geometry) -> Outcome:
+    """Decode ``path`` into the row ``out`` as ``geometry`` says; report its digest, size and any error."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -62,6 +74,16 @@ def decode_into(path: str, out: np.ndarray) -> tuple[str | None, tuple[int, int]
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return digest, None, "empty file (0 bytes)"
+    header = read_header(io.BytesIO(data))
+    why = problem(data, header)
+    if why:
+        return digest, header.size, why
+    if geometry.resize is None:
+        return (digest, *_decode_direct(path, out, geometry))
+    return (digest, *_decode_resized(path, out, geometry, header))
+
+
+def _decode_direct(path: str, out: np.ndarray, geometry: Geometry) -> tuple[tuple[int, int] | None, str | None]:
     out[0, 0] = _MARK_FIRST
     out[-1, -1] = _MARK_LAST
     try:
@@ -77,22 +99,50 @@ def decode_into(path: str, out: np.ndarray) -> tuple[str | None, tuple[int, int]
         # size: an EXIF-rotated image, or one of another size.
         written = False
     if written:
-        return digest, (out.shape[0], out.shape[1]), None
+        return geometry.shape, None
     # Decode on its own: None means undecodable; a rotated image that fits is copied in.
-    try:
-        img = cv2.imread(path, FLAGS)
-    except cv2.error as e:
-        return digest, None, f"OpenCV cannot decode it ({_first_line(e)})"
-    if img is None or img.size == 0:
-        return digest, None, "not a decodable image"
+    img, error = _imread(path, FLAGS)
+    if error:
+        return None, error
     size = (int(img.shape[0]), int(img.shape[1]))
-    if img.shape != out.shape:
-        return digest, size, (
-            f"decoded size {size[0]}x{size[1]} differs from the dataset's {out.shape[0]}x{out.shape[1]}"
-            " (images of different sizes need image_size set)"
-        )
+    if size != geometry.shape:
+        return size, _size_error(size, geometry)
     out[...] = img
-    return digest, size, None
+    return size, None
+
+
+def _decode_resized(path: str, out: np.ndarray, geometry: Geometry, header: Header) -> tuple[tuple[int, int] | None, str | None]:
+    factor = geometry.reduction(header.size) if header.kind == "jpeg" and header.size else 1
+    img, error = _imread(path, _REDUCED[factor])
+    if error:
+        return None, error
+    original = header.size if factor > 1 else (int(img.shape[0]), int(img.shape[1]))
+    if factor > 1 and img.shape[:2] != reduced_size(original, factor):
+        # The header was misread (an orientation cv2 sees differently, say): decode in full.
+        factor, (img, error) = 1, _imread(path, FLAGS)
+        if error:
+            return None, error
+        original = (int(img.shape[0]), int(img.shape[1]))
+    geometry.place(img, out, original)
+    return original, None
+
+
+def _imread(path: str, flags: int) -> tuple[np.ndarray | None, str | None]:
+    try:
+        img = cv2.imread(path, flags)
+    except cv2.error as e:
+        return None, f"OpenCV cannot decode it ({_first_line(e)})"
+    if img is None or img.size == 0:
+        return None, "not a decodable image"
+    return img, None
+
+
+def _size_error(size: tuple[int, int], geometry: Geometry) -> str:
+    ref = f"{geometry.reference}'s " if geometry.reference else "the dataset's "
+    return (
+        f"size {size[0]}x{size[1]} differs from {ref}{geometry.height}x{geometry.width};"
+        " set image_size: [height, width] to resize images of different sizes"
+    )
 
 
 def _first_line(e: Exception) -> str:
@@ -103,20 +153,22 @@ def _first_line(e: Exception) -> str:
 # --- worker side -------------------------------------------------------------
 
 _buffers: list[np.ndarray] = []
+_geometry: list[Geometry] = []
 
 
-def _init_worker(names: list[str]) -> None:
+def _init_worker(names: list[str], geometry: Geometry) -> None:
     # fork copies the parent's SIGTERM handler; a worker should simply die, the
     # parent cleans up. Ctrl-C reaches the whole process group: the parent decides.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
     _buffers[:] = [shm.attach(name) for name in names]
+    _geometry[:] = [geometry]
 
 
 def _decode_chunk(k: int, rows: list[int], paths: list[str]) -> list[Decoded]:
     buf = _buffers[k]
-    return [Decoded(row, *decode_into(path, buf[row])) for row, path in zip(rows, paths)]
+    return [Decoded(row, *decode_into(path, buf[row], _geometry[0])) for row, path in zip(rows, paths)]
 
 
 # --- parent side -------------------------------------------------------------
@@ -180,7 +232,7 @@ def decode_shard(
     sources: list[str],
     relpaths: list[str],
     out_path: str,
-    shape: tuple[int, int],
+    geometry: Geometry,
     *,
     shard: int = 0,
     workers: int = 1,
@@ -193,7 +245,7 @@ def decode_shard(
     """Decode ``sources`` into the shard file ``out_path``; ``relpaths`` are what it records."""
     started = time.perf_counter()
     shm.remove_stale()
-    height, width = shape
+    height, width = geometry.shape
     n = len(sources)
     rows, nbuf = plan_buffers(n, height * width * 3, shm_budget_mb * MB, shm.free_bytes())
     names = [shm.segment_name(run_tag(out_path), shard, k) for k in range(nbuf)]
@@ -209,12 +261,12 @@ def decode_shard(
                 max_workers=max(1, min(workers, n)),
                 mp_context=mp_context(start_method),
                 initializer=_init_worker,
-                initargs=(names,),
+                initargs=(names, geometry),
             )
         batches = [(start, min(start + rows, n)) for start in range(0, n, rows)] if n else []
         pending = _submit(pool, 0, sources, *batches[0], workers) if batches else []
         # Open the HDF5 file only now: the workers exist, so none inherits its handle.
-        writer = ShardWriter(out_path, n, shape, compression)
+        writer = ShardWriter(out_path, n, geometry.shape, compression)
         progress = tqdm(total=n, desc=f"shard {shard}", unit="img", file=sys.stderr, mininterval=2, ascii=True)
         with progress:
             for b, (start, stop) in enumerate(batches):
@@ -230,7 +282,9 @@ def decode_shard(
                 f"shard {shard}: {len(result.skipped)} of {n} images could not be stored (on_error: fail)\n{lines}"
             )
         result.seconds = time.perf_counter() - started
-        writer.finish(result.paths, result.sha256, np.array(result.sizes).reshape(-1, 2), attrs or {})
+        writer.finish(
+            result.paths, result.sha256, np.array(result.sizes).reshape(-1, 2), result.skipped, attrs or {}
+        )
         finished = True
         return result
     finally:

@@ -8,12 +8,22 @@ chunks into one self-contained file without decompressing them.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import h5py
 import numpy as np
 
 from .errors import ImgshardError
-from .write import IMAGES, compression_args, read_index, temp_name, write_attrs, write_index
+from .write import (
+    IMAGES,
+    compression_args,
+    read_index,
+    read_skipped,
+    temp_name,
+    write_attrs,
+    write_index,
+    write_skipped,
+)
 
 
 def _check_shard(path: str, shape: tuple[int, int]) -> int:
@@ -40,6 +50,12 @@ def _check_shard(path: str, shape: tuple[int, int]) -> int:
         raise ImgshardError(f"{path}: not a readable HDF5 shard file ({e})") from None
 
 
+@dataclass
+class Gathered:
+    images: int
+    skipped: list[tuple[str, str]]
+
+
 def gather(
     shard_files: list[str],
     out_path: str,
@@ -48,8 +64,8 @@ def gather(
     mode: str = "virtual",
     compression: str = "none",
     attrs: dict | None = None,
-) -> int:
-    """Write the dataset ``out_path`` from ``shard_files`` (in order); return its image count."""
+) -> Gathered:
+    """Write the dataset ``out_path`` from ``shard_files`` (in order)."""
     counts = [_check_shard(p, shape) for p in shard_files]
     total = sum(counts)
     height, width = shape
@@ -59,6 +75,7 @@ def gather(
     paths: list[str] = []
     sha256: list[str] = []
     sizes: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
     try:
         with h5py.File(tmp, "w") as out:
             if mode == "virtual":
@@ -78,6 +95,7 @@ def gather(
                     paths += p
                     sha256 += s
                     sizes.append(z)
+                    skipped += read_skipped(src)
                     if count and mode == "virtual":
                         # Relative to the dataset's folder, so results/ can move as a whole.
                         rel = os.path.relpath(os.path.abspath(path), out_dir)
@@ -88,12 +106,13 @@ def gather(
             if mode == "virtual":
                 out.create_virtual_dataset(IMAGES, layout, fillvalue=0)
             write_index(out, paths, sha256, np.concatenate(sizes) if sizes else np.zeros((0, 2)))
+            write_skipped(out, skipped)
             write_attrs(out, {"gather": mode, **(attrs or {})})
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return total
+    return Gathered(total, skipped)
 
 
 def _copy_chunks(src: h5py.Dataset, dst: h5py.Dataset, offset: int) -> None:

@@ -52,6 +52,12 @@ def _fail(terminal, message: str, status: int = 1) -> None:
     sys.exit(status)
 
 
+def geometry_of(pixels: dict):
+    from .geometry import Geometry
+
+    return Geometry(*pixels["shape"], resize=pixels["resize"], pad_value=pixels["pad_value"])
+
+
 def decode_shard_job(smk) -> None:
     from .decode import decode_shard
 
@@ -63,7 +69,7 @@ def decode_shard_job(smk) -> None:
         sources,
         relpaths,
         smk.output.shard,
-        tuple(smk.params.pixels["shape"]),
+        geometry_of(smk.params.pixels),
         shard=shard,
         workers=smk.threads,
         shm_budget_mb=smk.resources.shm_mb,
@@ -86,12 +92,21 @@ def decode_shard_job(smk) -> None:
 def gather_job(smk) -> None:
     from .gather import gather
 
-    total = gather(
+    pixels = smk.params.pixels
+    done = gather(
         list(smk.input.shards),
         smk.output.dataset,
-        tuple(smk.params.pixels["shape"]),
+        tuple(pixels["shape"]),
         mode=smk.params.mode,
-        compression=smk.params.pixels["compression"],
-        attrs={"config": smk.params.config},
+        compression=pixels["compression"],
+        attrs={"config": smk.params.config, "resize": pixels["resize"] or "none", "image_shape": pixels["shape"]},
     )
-    print(f"gather ({smk.params.mode}): {total} images from {len(smk.input.shards)} shards", file=sys.stderr)
+    summary = (
+        f"imgshard: {smk.output.dataset}: {done.images} images from {len(smk.input.shards)} shards"
+        f" ({smk.params.mode}), {len(done.skipped)} skipped"
+    )
+    for path, reason in done.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    # The run's summary: in the log, and on the terminal where snakemake shows job output.
+    print(summary, file=sys.stderr)
+    print(summary + (f" (listed in {smk.log[0]} and the dataset's 'skipped' group)" if done.skipped else ""))

@@ -1,8 +1,8 @@
-"""The image size a dataset of same-sized images has, read from one of them.
+"""The size every image must have when ``image_size`` is null, checked before anything is decoded.
 
-With ``image_size: null`` every image must decode to the same size; the first
-image (in dataset order) that decodes sets it, and every shard job checks its
-images against it.
+Headers are read, not decoded, so checking tens of thousands of files costs a
+fraction of a second. Formats whose header gives no size (TIFF, WebP) are
+checked by the shard jobs as they decode.
 """
 
 from __future__ import annotations
@@ -13,10 +13,40 @@ import cv2
 
 from .decode import FLAGS
 from .errors import ImgshardError
+from .header import MAX_PIXELS, header_of
 
 
-def reference_shape(images_dir: str, relpaths: list[str]) -> tuple[int, int, str]:
-    """(height, width, relpath) of the first decodable image."""
+def common_size(images_dir: str, relpaths: list[str]) -> tuple[int, int, str]:
+    """(height, width, relpath of the image that set it); raises naming two files of different sizes."""
+    reference: tuple[tuple[int, int], str] | None = None
+    for rel in relpaths:
+        size = _header_size(os.path.join(images_dir, rel))
+        if size is None:
+            continue
+        if reference is None:
+            reference = (size, rel)
+        elif size != reference[0]:
+            (ref_size, ref) = reference
+            raise ImgshardError(
+                f"image_size is null but images differ in size: {ref} is {ref_size[0]}x{ref_size[1]},"
+                f" {rel} is {size[0]}x{size[1]}; set image_size: [height, width] to resize them"
+            )
+    if reference is not None:
+        return (*reference[0], reference[1])
+    return _decoded_size(images_dir, relpaths)
+
+
+def _header_size(path: str) -> tuple[int, int] | None:
+    try:
+        size = header_of(path).size
+    except OSError:
+        return None  # unreadable: its shard job reports it
+    if size is None or not 0 < size[0] * size[1] <= MAX_PIXELS:
+        return None  # an impossible size is a broken file, for its shard job to report
+    return size
+
+
+def _decoded_size(images_dir: str, relpaths: list[str]) -> tuple[int, int, str]:
     for rel in relpaths:
         try:
             img = cv2.imread(os.path.join(images_dir, rel), FLAGS)

@@ -20,6 +20,7 @@ IMAGES = "images"
 PATHS = "paths"
 SHA256 = "sha256"
 ORIGINAL_SIZE = "original_size"
+SKIPPED = "skipped"  # group: paths and reasons of the images on_error: skip left out
 
 PATH_DTYPE = h5py.string_dtype("utf-8")
 SHA256_DTYPE = h5py.string_dtype("ascii", 64)
@@ -47,6 +48,17 @@ def write_index(f: h5py.File, paths: list[str], sha256: list[str], sizes: np.nda
     f.create_dataset(PATHS, data=np.array(paths, dtype=object), dtype=PATH_DTYPE)
     f.create_dataset(SHA256, data=np.array(sha256, dtype="S64"), dtype=SHA256_DTYPE)
     f.create_dataset(ORIGINAL_SIZE, data=np.asarray(sizes, dtype=np.int32).reshape(-1, 2))
+
+
+def write_skipped(f: h5py.File, skipped: list[tuple[str, str]]) -> None:
+    group = f.create_group(SKIPPED)
+    group.create_dataset(PATHS, data=np.array([p for p, _ in skipped], dtype=object), dtype=PATH_DTYPE)
+    group.create_dataset("reasons", data=np.array([r for _, r in skipped], dtype=object), dtype=PATH_DTYPE)
+
+
+def read_skipped(f: h5py.File) -> list[tuple[str, str]]:
+    group = f[SKIPPED]
+    return list(zip(group[PATHS].asstr()[()], group["reasons"].asstr()[()]))
 
 
 def read_index(f: h5py.File) -> tuple[list[str], list[str], np.ndarray]:
@@ -90,10 +102,13 @@ class ShardWriter:
             self.images.write_direct(buffer, np.s_[0:rows], np.s_[self.count : self.count + rows])
             self.count += rows
 
-    def finish(self, paths: list[str], sha256: list[str], sizes: np.ndarray, attrs: dict) -> None:
+    def finish(
+        self, paths: list[str], sha256: list[str], sizes: np.ndarray, skipped: list[tuple[str, str]], attrs: dict
+    ) -> None:
         assert len(paths) == self.count, (len(paths), self.count)
         self.images.resize(self.count, axis=0)
         write_index(self._file, paths, sha256, sizes)
+        write_skipped(self._file, skipped)
         write_attrs(self._file, attrs)
         self._file.close()
         os.replace(self.tmp, self.path)

@@ -8,6 +8,7 @@ import pytest
 
 from imgshard.decode import decode_shard
 from imgshard.errors import ImgshardError
+from imgshard.geometry import Geometry
 from tests.conftest import make_images, reference_pixels
 
 
@@ -26,7 +27,7 @@ def test_batches_through_two_buffers_give_exact_pixels(big_images, tmp_path, sta
     folder, rels = big_images
     out = tmp_path / "shard.h5"
     result = decode_shard(
-        [str(folder / r) for r in rels], rels, str(out), (512, 512), workers=2, shm_budget_mb=3, start_method=start_method
+        [str(folder / r) for r in rels], rels, str(out), Geometry(512, 512), workers=2, shm_budget_mb=3, start_method=start_method
     )
     # 3 MB holds 4 images: two buffers of two, so six batches with writing overlapping decoding.
     assert (result.buffers, result.buffer_rows) == (2, 2)
@@ -38,7 +39,7 @@ def test_batches_through_two_buffers_give_exact_pixels(big_images, tmp_path, sta
 
 
 def test_empty_shard_writes_an_empty_file(tmp_path):
-    result = decode_shard([], [], str(tmp_path / "s.h5"), (8, 8))
+    result = decode_shard([], [], str(tmp_path / "s.h5"), Geometry(8, 8))
     assert result.paths == []
     with h5py.File(tmp_path / "s.h5") as f:
         assert f["images"].shape == (0, 8, 8, 3) and len(f["paths"]) == 0
@@ -51,7 +52,7 @@ def test_broken_file_fails_the_shard_listing_every_one(tmp_path):
     rels += ["empty.jpg", "text.png"]
     out = tmp_path / "shard.h5"
     with pytest.raises(ImgshardError) as e:
-        decode_shard([str(tmp_path / r) for r in rels], rels, str(out), (48, 64), workers=2)
+        decode_shard([str(tmp_path / r) for r in rels], rels, str(out), Geometry(48, 64), workers=2)
     message = str(e.value)
     assert "2 of 8 images could not be stored" in message
     assert "empty.jpg: empty file (0 bytes)" in message
@@ -65,7 +66,7 @@ def test_skip_keeps_exactly_the_good_images_in_order(tmp_path):
     rels.insert(4, "bad.jpg")
     out = tmp_path / "shard.h5"
     result = decode_shard(
-        [str(tmp_path / r) for r in rels], rels, str(out), (48, 64), workers=2, on_error="skip", shm_budget_mb=1
+        [str(tmp_path / r) for r in rels], rels, str(out), Geometry(48, 64), workers=2, on_error="skip", shm_budget_mb=1
     )
     assert [p for p, _ in result.skipped] == ["bad.jpg"]
     good = [r for r in rels if r != "bad.jpg"]
@@ -94,7 +95,7 @@ def test_exif_rotated_image_is_stored_as_cv2_shows_it(tmp_path):
     exif_rotated_jpeg(tmp_path / "rot.jpg", rgb)
     upright = reference_pixels(tmp_path, "rot.jpg")
     assert upright.shape == (60, 40, 3)  # cv2 applied the rotation
-    decode_shard([str(tmp_path / "rot.jpg")], ["rot.jpg"], str(tmp_path / "s.h5"), (60, 40))
+    decode_shard([str(tmp_path / "rot.jpg")], ["rot.jpg"], str(tmp_path / "s.h5"), Geometry(60, 40))
     with h5py.File(tmp_path / "s.h5") as f:
         np.testing.assert_array_equal(f["images"][0], upright)
         assert tuple(f["original_size"][0]) == (60, 40)
@@ -107,7 +108,7 @@ def test_image_whose_corners_look_like_the_decode_marks_is_stored_exactly(tmp_pa
     rgb[0, 0] = (1, 254, 3)
     rgb[-1, -1] = (252, 5, 250)
     cv2.imwrite(str(tmp_path / "m.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    decode_shard([str(tmp_path / "m.png")], ["m.png"], str(tmp_path / "s.h5"), (30, 40))
+    decode_shard([str(tmp_path / "m.png")], ["m.png"], str(tmp_path / "s.h5"), Geometry(30, 40))
     with h5py.File(tmp_path / "s.h5") as f:
         np.testing.assert_array_equal(f["images"][0], rgb)
 
@@ -118,6 +119,6 @@ def test_undecodable_file_after_a_good_one_is_not_stored_with_stale_pixels(tmp_p
     (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     rels.append("junk.jpg")
     result = decode_shard(
-        [str(tmp_path / r) for r in rels], rels, str(tmp_path / "s.h5"), (48, 64), workers=1, on_error="skip"
+        [str(tmp_path / r) for r in rels], rels, str(tmp_path / "s.h5"), Geometry(48, 64), workers=1, on_error="skip"
     )
     assert result.paths == rels[:1] and [p for p, _ in result.skipped] == ["junk.jpg"]

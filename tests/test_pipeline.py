@@ -86,13 +86,15 @@ def test_every_rule_writes_its_log(images, workdir):
     assert "shard 0: " in summary and "images/s" in summary
 
 
-def test_images_of_different_sizes_fail_naming_the_file(images, workdir):
+def test_images_of_different_sizes_stop_the_run_before_decoding_naming_two_files(images, workdir):
     write_image(images / "zzz_big.jpg", seed=99, height=50, width=64)
     proc = snakemake(workdir, check=False, images_dir=images, shards=1)
     assert proc.returncode != 0
-    assert "zzz_big.jpg: decoded size 50x64 differs from the dataset's 48x64" in proc.stdout
-    assert not (workdir / "results/dataset.shards/shard-000.h5").exists()
-    assert not list((workdir / "results/dataset.shards").glob("*.tmp-*"))
+    assert (
+        "image_size is null but images differ in size: img0001.jpg is 48x64, zzz_big.jpg is 50x64;"
+        " set image_size: [height, width] to resize them"
+    ) in proc.stdout
+    assert jobs_run(proc.stdout, "decode_shard") == 0 and not (workdir / "logs").exists()
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])  # forkserver is the default, used everywhere else

@@ -3,12 +3,15 @@
 # triggers (mtime, the set of inputs, params) decide which shards to redo.
 from imgshard.config import resolve_workers
 from imgshard.discover import find_images
-from imgshard.probe import reference_shape
+from imgshard.probe import common_size
 from imgshard.shard import assign, shard_name
 
 try:
     IMAGES = find_images(config["images_dir"], config["image_list"])
-    HEIGHT, WIDTH, REFERENCE = reference_shape(config["images_dir"], IMAGES)
+    if config["image_size"] is None:
+        HEIGHT, WIDTH, _ = common_size(config["images_dir"], IMAGES)
+    else:
+        HEIGHT, WIDTH = config["image_size"]
 except ImgshardError as e:
     hint = ""
     if config["images_dir"] == "demo/images" and not os.path.isdir("demo/images"):
@@ -31,9 +34,14 @@ def get_shard_files(wildcards):
 
 
 def get_pixel_params():
-    """Every setting that changes stored pixels: a change to one redoes every shard."""
+    """Every setting that changes stored pixels: a change to one redoes every shard.
+
+    Nothing else goes here: adding or removing one image must not change them.
+    """
+    resizing = config["image_size"] is not None
     return {
         "shape": [HEIGHT, WIDTH],
         "compression": config["compression"],
-        "image_size": config["image_size"],
+        "resize": config["resize"] if resizing else None,
+        "pad_value": config["pad_value"] if resizing else 0,
     }

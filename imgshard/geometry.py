@@ -1,0 +1,77 @@
+"""How a decoded image becomes a row of the dataset: its target size and the way it gets there.
+
+Every box is computed from the image's original size, never from the size it
+was decoded at, so a reduced-size decode lands in exactly the same place as a
+full one, and a mask resized with nearest-neighbour lines up with its image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+RESIZE_MODES = ("stretch", "letterbox", "center_crop")
+REDUCTIONS = (8, 4, 2)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    height: int
+    width: int
+    resize: str | None = None  # None: images are stored as decoded and must all be height x width
+    pad_value: int = 0
+    reference: str = ""  # with resize None: the image that set the size, for error messages
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def scales(self, size: tuple[int, int]) -> tuple[float, float]:
+        """(vertical, horizontal) scale from an image of ``size`` to its box in the row."""
+        sy, sx = self.height / size[0], self.width / size[1]
+        if self.resize == "letterbox":
+            return (min(sy, sx),) * 2
+        if self.resize == "center_crop":
+            return (max(sy, sx),) * 2
+        return sy, sx
+
+    def reduction(self, size: tuple[int, int]) -> int:
+        """The largest JPEG DCT reduction (8, 4, 2) that still leaves at least the box's pixels; 1 for none."""
+        sy, sx = self.scales(size)
+        return next((f for f in REDUCTIONS if sy <= 1 / f and sx <= 1 / f), 1)
+
+    def place(self, src: np.ndarray, out: np.ndarray, original: tuple[int, int], interpolation: int | None = None) -> None:
+        """Resize ``src`` (a decode of an image of ``original`` size, maybe reduced) into ``out``."""
+        h0, w0 = original
+        rh, rw = src.shape[0] / h0, src.shape[1] / w0  # src pixels per original pixel
+        sy, sx = self.scales(original)
+        if self.resize == "letterbox":
+            bh, bw = min(self.height, max(1, round(h0 * sy))), min(self.width, max(1, round(w0 * sx)))
+            y0, x0 = (self.height - bh) // 2, (self.width - bw) // 2
+            out[...] = self.pad_value
+            out[y0 : y0 + bh, x0 : x0 + bw] = _resize(src, bh, bw, interpolation)
+            return
+        if self.resize == "center_crop":
+            ch, cw = self.height / sy, self.width / sx  # the crop, in original pixels
+            y0, x0 = round((h0 - ch) / 2 * rh), round((w0 - cw) / 2 * rw)
+            src = src[y0 : y0 + max(1, round(ch * rh)), x0 : x0 + max(1, round(cw * rw))]
+        resized = _resize(src, self.height, self.width, interpolation, dst=out)
+        if not np.shares_memory(resized, out):
+            out[...] = resized
+
+
+def _resize(src: np.ndarray, height: int, width: int, interpolation: int | None, dst: np.ndarray | None = None):
+    if interpolation is None:
+        shrinking = height <= src.shape[0] and width <= src.shape[1]
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    if src.shape[:2] == (height, width):
+        return src
+    return cv2.resize(src, (width, height), dst=dst, interpolation=interpolation)
+
+
+def reduced_size(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """The size libjpeg decodes an image of ``size`` to at 1/``factor`` scale."""
+    return math.ceil(size[0] / factor), math.ceil(size[1] / factor)

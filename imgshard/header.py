@@ -1,0 +1,111 @@
+"""What an image file's header says, read without decoding: size, orientation, completeness.
+
+Used three ways: to check before any decoding that every image has the same
+size, to refuse a file whose header claims an enormous size before anything is
+allocated, and to pick a reduced-size JPEG decode. Formats other than JPEG, PNG
+and BMP report no size; the decoder's own result is the check for them.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+# OpenCV refuses images of more pixels than this by default (OPENCV_IO_MAX_IMAGE_PIXELS).
+MAX_PIXELS = 1 << 30
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+@dataclass(frozen=True)
+class Header:
+    kind: str  # "jpeg", "png", "bmp", or "other"
+    size: tuple[int, int] | None  # (height, width) as cv2 will return it (EXIF orientation applied)
+
+
+def read_header(f: BinaryIO) -> Header:
+    """The header of the image in ``f`` (a file opened in binary mode, at its start)."""
+    start = f.read(32)
+    if start[:2] == b"\xff\xd8":
+        f.seek(2)
+        return Header("jpeg", _jpeg_size(f))
+    if start[:8] == _PNG_SIGNATURE and start[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", start[16:24])
+        return Header("png", (height, width))
+    if start[:2] == b"BM" and len(start) >= 26:
+        width, height = struct.unpack("<ii", start[18:26])
+        return Header("bmp", (abs(height), width))
+    return Header("other", None)
+
+
+def header_of(path: str) -> Header:
+    with open(path, "rb") as f:
+        return read_header(f)
+
+
+def problem(data: bytes, header: Header) -> str | None:
+    """Why the file ``data`` must not be decoded, or None. Checks what decoders let through."""
+    if header.size is not None:
+        height, width = header.size
+        if height <= 0 or width <= 0:
+            return f"header claims an impossible size {height}x{width}"
+        if height * width > MAX_PIXELS:
+            return f"header claims {height}x{width} pixels, more than the {MAX_PIXELS} allowed; refused before decoding"
+    if header.kind == "jpeg":
+        # libjpeg decodes a truncated JPEG, fills the rest with grey and only
+        # warns. Entropy-coded data never holds FFD9, so a whole file has an
+        # end-of-image marker after the start of its last scan.
+        last_scan = data.rfind(b"\xff\xda")
+        if last_scan == -1 or data.find(b"\xff\xd9", last_scan) == -1:
+            return "truncated JPEG (no end-of-image marker after the last scan)"
+    if header.kind == "png" and b"IEND" not in data[-64:]:
+        return "truncated PNG (no IEND chunk at the end)"
+    return None
+
+
+def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
+    orientation = 1
+    while True:
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        while marker[1] == 0xFF:  # fill bytes
+            marker = marker[1:] + f.read(1)
+        code = marker[1]
+        if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:
+            continue  # markers without a length
+        raw = f.read(2)
+        if len(raw) < 2 or code == 0xDA:  # start of scan: no frame header was found
+            return None
+        length = struct.unpack(">H", raw)[0] - 2
+        if code in _SOF:
+            frame = f.read(5)
+            if len(frame) < 5:
+                return None
+            height, width = struct.unpack(">HH", frame[1:5])
+            return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+        if code == 0xE1:
+            segment = f.read(length)
+            if segment.startswith(b"Exif\x00\x00"):
+                orientation = _exif_orientation(segment[6:])
+        else:
+            f.seek(length, io.SEEK_CUR)
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """The EXIF orientation tag (0x0112) of a TIFF block, 1 when absent or unreadable."""
+    try:
+        order = {b"II": "<", b"MM": ">"}[tiff[:2]]
+        (ifd,) = struct.unpack(order + "I", tiff[4:8])
+        (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+        for i in range(count):
+            entry = tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag == 0x0112 and kind == 3:
+                return struct.unpack(order + "H", entry[8:10])[0]
+    except (KeyError, struct.error):
+        pass
+    return 1
