@@ -10,7 +10,7 @@ min_version("9.0")
 # The package beside this file holds the logic; rules and scripts import it.
 sys.path.insert(0, workflow.basedir)
 from imgshard import ImgshardError
-from imgshard.config import schema_error
+from imgshard.config import normalize, schema_error
 
 
 # The defaults live next to the Snakefile, whatever the working directory;
@@ -20,7 +20,7 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
 try:
-    validate(config, SCHEMA, set_default=True)
+    validate(normalize(config), SCHEMA, set_default=True)
 except WorkflowError:
     raise schema_error(config, SCHEMA) from None
 

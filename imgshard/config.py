@@ -18,6 +18,14 @@ def resolve_workers(workers: int | str) -> int:
     return physical_cores() if workers == "auto" else int(workers)
 
 
+def normalize(config: dict) -> dict:
+    """Undo what ``--config`` does to lists: ``image_size=[256,256]`` arrives as strings."""
+    size = config.get("image_size")
+    if isinstance(size, list) and all(isinstance(v, str) and v.strip().isdigit() for v in size):
+        config["image_size"] = [int(v) for v in size]
+    return config
+
+
 def schema_error(config: dict, schema_path: str) -> ImgshardError:
     """The config's most relevant schema violation as one line naming the key and its value."""
     with open(schema_path) as f:

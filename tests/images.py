@@ -1,0 +1,97 @@
+"""Image files of every kind the tests need, written byte by byte where no encoder makes them."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def smooth_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def write(path: Path, image: np.ndarray, params: list[int] | None = None) -> Path:
+    """Write with cv2; a 3-channel ``image`` is taken as RGB (4-channel as RGBA)."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image, params or [])
+    return path
+
+
+def every_format(folder: Path, height: int = 30, width: int = 40) -> dict[str, Path]:
+    """One file per case the dataset must store exactly as cv2.imread(..., IMREAD_COLOR_RGB) reads it."""
+    from PIL import Image
+
+    rgb = smooth_rgb(height, width)
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    files = {
+        "jpeg": write(folder / "plain.jpg", rgb),
+        "progressive jpeg": write(folder / "progressive.jpg", rgb, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+        "grayscale jpeg": write(folder / "gray.jpeg", gray),
+        "png": write(folder / "plain.png", rgb),
+        "grayscale png": write(folder / "gray.png", gray),
+        "rgba png": write(folder / "alpha.png", np.dstack([rgb, np.full((height, width), 90, np.uint8)])),
+        "16-bit png": write(folder / "deep.png", (rgb.astype(np.uint16) * 257 + 100)),
+        "tiff": write(folder / "plain.tiff", rgb),
+        "webp": write(folder / "lossless.webp", rgb, [cv2.IMWRITE_WEBP_QUALITY, 101]),
+        "bmp": write(folder / "plain.bmp", rgb),
+    }
+    cmyk = folder / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(cmyk, quality=95)
+    files["cmyk jpeg"] = cmyk
+    disguised = folder / "really_a_png.jpg"
+    disguised.write_bytes((folder / "plain.png").read_bytes())
+    files["png named .jpg"] = disguised
+    return files
+
+
+def png_with_size(path: Path, height: int, width: int) -> Path:
+    """A PNG whose header claims height x width but holds almost no data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def jpeg_claiming_size(path: Path, height: int, width: int) -> Path:
+    """A small real JPEG whose frame header is rewritten to claim height x width."""
+    ok, enc = cv2.imencode(".jpg", smooth_rgb(16, 16))
+    data = bytearray(enc.tobytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def broken_files(folder: Path, height: int = 48, width: int = 64) -> dict[str, tuple[Path, str]]:
+    """name -> (file, words the reason must contain)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good_jpeg = write(folder / "_source.jpg", smooth_rgb(height, width, seed=5)).read_bytes()
+    good_png = write(folder / "_source.png", smooth_rgb(height, width, seed=6)).read_bytes()
+    (folder / "_source.jpg").unlink()
+    (folder / "_source.png").unlink()
+    cases = {
+        "zero bytes": (folder / "empty.jpg", b"", "empty file (0 bytes)"),
+        "not an image": (folder / "notes.png", b"just some text, not pixels\n" * 20, "not a decodable image"),
+        "truncated jpeg": (folder / "cut.jpg", good_jpeg[: len(good_jpeg) * 2 // 3], "truncated JPEG"),
+        "truncated png": (folder / "cut.png", good_png[: len(good_png) * 2 // 3], "truncated PNG"),
+    }
+    out = {}
+    for name, (path, data, reason) in cases.items():
+        path.write_bytes(data)
+        out[name] = (path, reason)
+    out["enormous png header"] = (png_with_size(folder / "huge.png", 100_000, 100_000), "header claims 100000x100000 pixels")
+    out["enormous jpeg header"] = (jpeg_claiming_size(folder / "huge.jpg", 60_000, 60_000), "header claims 60000x60000 pixels")
+    return out

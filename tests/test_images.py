@@ -1,0 +1,193 @@
+"""Real-world images: every format stored as cv2 reads it, broken files caught, sizes and resizing."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from imgshard import shm
+from imgshard.decode import decode_shard
+from imgshard.errors import ImgshardError
+from imgshard.geometry import Geometry
+from imgshard.header import header_of
+from tests.conftest import jobs_run, make_images, read_dataset, reference_pixels, snakemake
+from tests.images import broken_files, every_format, smooth_rgb, write
+
+import cv2
+
+
+def decode_one(path, geometry, tmp_path, **kw):
+    out = tmp_path / f"{path.name}.h5"
+    decode_shard([str(path)], [path.name], str(out), geometry, workers=1, **kw)
+    with h5py.File(out) as f:
+        return f["images"][0], tuple(f["original_size"][0])
+
+
+FORMATS = [
+    "jpeg", "progressive jpeg", "grayscale jpeg", "png", "grayscale png", "rgba png",
+    "16-bit png", "tiff", "webp", "bmp", "cmyk jpeg", "png named .jpg",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def formats(tmp_path_factory):
+    return every_format(tmp_path_factory.mktemp("formats"))
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+def test_every_format_is_stored_as_cv2_reads_it(formats, tmp_path, kind):
+    path = formats[kind]
+    expected = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
+    assert expected.shape == (30, 40, 3)
+    stored, size = decode_one(path, Geometry(30, 40), tmp_path)
+    np.testing.assert_array_equal(stored, expected)
+    assert size == (30, 40)
+
+
+def test_mixed_formats_through_the_pipeline(formats, workdir):
+    folder = next(iter(formats.values())).parent
+    snakemake(workdir, images_dir=folder, shards=3)
+    ds = read_dataset(workdir / "results/dataset.h5")
+    assert sorted(ds["paths"]) == sorted(p.name for p in formats.values())
+    for i, rel in enumerate(ds["paths"]):
+        np.testing.assert_array_equal(ds["images"][i], reference_pixels(folder, rel), err_msg=rel)
+
+
+# --- broken files -------------------------------------------------------------
+
+
+@pytest.fixture
+def broken(tmp_path):
+    return broken_files(tmp_path / "images")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["zero bytes", "not an image", "truncated jpeg", "truncated png", "enormous png header", "enormous jpeg header"],
+)
+def test_broken_file_is_never_stored(broken, tmp_path, name):
+    path, reason = broken[name]
+    out = tmp_path / "s.h5"
+    with pytest.raises(ImgshardError) as e:
+        decode_shard([str(path)], [path.name], str(out), Geometry(48, 64), workers=1)
+    assert f"{path.name}: " in str(e.value) and reason in str(e.value)
+    assert not out.exists()
+
+
+def test_on_error_fail_lists_every_broken_file_and_leaves_nothing(broken, workdir):
+    images = broken["zero bytes"][0].parent
+    make_images(images, 5)
+    proc = snakemake(workdir, check=False, images_dir=images, shards=1)
+    assert proc.returncode != 0
+    assert f"shard 0: {len(broken)} of {len(broken) + 5} images could not be stored (on_error: fail)" in proc.stdout
+    for path, reason in broken.values():
+        assert f"{path.name}: " in proc.stdout and reason in proc.stdout
+    assert not list(workdir.rglob("*.h5")) and not list(workdir.rglob("*.tmp-*"))
+
+
+def test_on_error_skip_keeps_exactly_the_good_images(broken, workdir):
+    images = broken["zero bytes"][0].parent
+    good = make_images(images, 7)
+    proc = snakemake(workdir, images_dir=images, shards=2, on_error="skip")
+    assert f"{len(good)} images from 2 shards (virtual), {len(broken)} skipped" in proc.stdout
+    ds = read_dataset(workdir / "results/dataset.h5")
+    assert sorted(ds["paths"]) == sorted(good)
+    for i, rel in enumerate(ds["paths"]):
+        np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel))
+    with h5py.File(workdir / "results/dataset.h5") as f:
+        skipped = dict(zip(f["skipped/paths"].asstr()[()], f["skipped/reasons"].asstr()[()]))
+    assert set(skipped) == {p.name for p, _ in broken.values()}
+    for path, reason in broken.values():
+        assert reason in skipped[path.name]
+
+
+# --- sizes ----------------------------------------------------------------------
+
+
+def test_stretch_shrinks_with_area_and_enlarges_with_linear(tmp_path):
+    rgb = smooth_rgb(48, 64)
+    path = write(tmp_path / "a.png", rgb)
+    small, size = decode_one(path, Geometry(24, 32, resize="stretch"), tmp_path)
+    np.testing.assert_array_equal(small, cv2.resize(rgb, (32, 24), interpolation=cv2.INTER_AREA))
+    assert size == (48, 64)
+    big, _ = decode_one(path, Geometry(96, 100, resize="stretch"), tmp_path)
+    np.testing.assert_array_equal(big, cv2.resize(rgb, (100, 96), interpolation=cv2.INTER_LINEAR))
+
+
+def test_letterbox_keeps_aspect_centred_and_pads(tmp_path):
+    rgb = smooth_rgb(40, 80)
+    path = write(tmp_path / "wide.png", rgb)
+    out, size = decode_one(path, Geometry(40, 40, resize="letterbox", pad_value=17), tmp_path)
+    assert (out[:10] == 17).all() and (out[30:] == 17).all()
+    np.testing.assert_array_equal(out[10:30], cv2.resize(rgb, (40, 20), interpolation=cv2.INTER_AREA))
+    assert size == (40, 80)
+
+
+def test_center_crop_covers_and_crops_the_middle(tmp_path):
+    rgb = smooth_rgb(40, 80)
+    path = write(tmp_path / "wide.png", rgb)
+    out, _ = decode_one(path, Geometry(40, 40, resize="center_crop"), tmp_path)
+    np.testing.assert_array_equal(out, rgb[:, 20:60])
+    out, _ = decode_one(path, Geometry(20, 20, resize="center_crop"), tmp_path)
+    np.testing.assert_array_equal(out, cv2.resize(rgb[:, 20:60], (20, 20), interpolation=cv2.INTER_AREA))
+
+
+@pytest.mark.parametrize("factor, target", [(2, (700, 1050)), (4, (350, 500)), (8, (160, 250))])
+def test_reduced_jpeg_decode_stays_within_two_grey_levels(tmp_path, factor, target):
+    from imgshard.demo import cloud_image
+
+    path = write(tmp_path / "cloud.jpg", cloud_image(7), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    geometry = Geometry(*target, resize="stretch")
+    assert geometry.reduction(header_of(str(path)).size) == factor
+    out, size = decode_one(path, geometry, tmp_path)
+    full = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR_RGB), target[::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(out.astype(int) - full).mean() <= 2
+    assert size == (1400, 2100)
+
+
+def test_reduction_needs_every_axis_small_enough():
+    assert Geometry(700, 1050, resize="stretch").reduction((1400, 2100)) == 2
+    assert Geometry(701, 1050, resize="stretch").reduction((1400, 2100)) == 1
+    assert Geometry(100, 1050, resize="stretch").reduction((1400, 2100)) == 2
+    # letterbox scales by the smaller factor, center_crop by the larger
+    assert Geometry(350, 2100, resize="letterbox").reduction((1400, 2100)) == 4
+    assert Geometry(350, 2100, resize="center_crop").reduction((1400, 2100)) == 1
+
+
+def test_resizing_through_the_pipeline_records_how(tmp_path, workdir):
+    images = tmp_path / "images"
+    make_images(images, 4, height=48, width=64)
+    make_images(images / "other", 3, height=30, width=90, seed=1)
+    snakemake(workdir, images_dir=images, shards=2, image_size="[32,32]", resize="letterbox", pad_value=5)
+    ds = read_dataset(workdir / "results/dataset.h5")
+    assert ds["images"].shape == (7, 32, 32, 3)
+    assert ds["attrs"]["resize"] == "letterbox"
+    sizes = dict(zip(ds["paths"], map(tuple, ds["original_size"])))
+    assert sizes["img0001.jpg"] == (48, 64) and sizes["other/img0001.jpg"] == (30, 90)
+    wide = ds["images"][ds["paths"].index("other/img0001.jpg")]
+    assert (wide[:2] == 5).all()  # 30x90 in 32x32: an 11-pixel-high band, padded above and below
+
+
+# --- shared memory --------------------------------------------------------------
+
+
+def test_small_dev_shm_shrinks_the_batches(tmp_path, monkeypatch):
+    rels = make_images(tmp_path, 10, height=256, width=256)
+    image = 256 * 256 * 3
+    monkeypatch.setattr(shm, "free_bytes", lambda: 5 * image)
+    result = decode_shard(
+        [str(tmp_path / r) for r in rels], rels, str(tmp_path / "s.h5"), Geometry(256, 256), workers=2, shm_budget_mb=1024
+    )
+    assert (result.buffers, result.buffer_rows) == (2, 2)
+    with h5py.File(tmp_path / "s.h5") as f:
+        for i, rel in enumerate(rels):
+            np.testing.assert_array_equal(f["images"][i], reference_pixels(tmp_path, rel))
+
+
+def test_dev_shm_too_small_for_one_image_stops_before_decoding(tmp_path, monkeypatch):
+    rels = make_images(tmp_path, 3, height=256, width=256)
+    monkeypatch.setattr(shm, "free_bytes", lambda: 1024)
+    with pytest.raises(ImgshardError, match=r"/dev/shm has 0 MB free but one image needs 1 MB.*--shm-size=2m"):
+        decode_shard([str(tmp_path / r) for r in rels], rels, str(tmp_path / "s.h5"), Geometry(256, 256))
+    assert not (tmp_path / "s.h5").exists()
