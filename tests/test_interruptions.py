@@ -143,3 +143,26 @@ def test_two_runs_at_once_in_different_directories(images, tmp_path):
         assert proc.returncode == 0, out
     a, b = (read_dataset(d / "results/dataset.h5") for d in dirs)
     assert a["paths"] == b["paths"] and (a["images"] == b["images"]).all()
+
+
+def test_run_killed_hard_leaves_segments_that_the_next_run_removes(slow_images, workdir):
+    before = set(os.listdir(shm.SHM_DIR))
+    proc = start(workdir, images_dir=slow_images, shards=1, workers=1)
+    owner, workers = wait_for_workers(proc)
+    segments = [n for n in shm.ours() if f"-p{owner.pid}-" in n]
+    os.killpg(proc.pid, signal.SIGKILL)  # nothing gets to clean up
+    proc.communicate(timeout=30)
+    psutil.wait_procs([owner, *workers], timeout=10)
+    assert segments and set(segments) <= set(shm.ours())  # the leak a hard kill leaves
+    assert not list(workdir.rglob("*.h5"))  # but no shard file a rerun would trust
+    # Python's own named semaphores (sem.mp-*) die with their resource tracker:
+    # no later run can tell whose they are, so only this test, which made them, removes them.
+    for name in set(os.listdir(shm.SHM_DIR)) - before:
+        if name.startswith("sem.mp-"):
+            os.unlink(os.path.join(shm.SHM_DIR, name))
+
+    snakemake(workdir, "--unlock", images_dir=slow_images, shards=1, workers=1)  # snakemake's own lock
+    snakemake(workdir, "--rerun-incomplete", images_dir=slow_images, shards=1, workers=1)
+    assert not set(segments) & set(shm.ours())
+    assert not list(workdir.rglob("*.tmp-*"))
+    assert len(read_dataset(workdir / "results/dataset.h5")["paths"]) == 40
