@@ -181,6 +181,10 @@ class ShardResult:
     sizes: list[tuple[int, int]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     seconds: float = 0.0
+    # Where the seconds went, as the parent sees them: waiting for workers to
+    # decode (with their start-up), and writing to HDF5 while they decode the next batch.
+    decode_wait: float = 0.0
+    write: float = 0.0
     buffer_rows: int = 0
     buffers: int = 0
 
@@ -270,12 +274,16 @@ def decode_shard(
         progress = tqdm(total=n, desc=f"shard {shard}", unit="img", file=sys.stderr, mininterval=2, ascii=True)
         with progress:
             for b, (start, stop) in enumerate(batches):
+                t0 = time.perf_counter()
                 decoded = _collect(pending, progress, shard)
                 if b + 1 < len(batches):
                     pending = _submit(pool, (b + 1) % nbuf, sources, *batches[b + 1], workers)
-                kept = _keep(decoded, buffers[b % nbuf], relpaths[start:stop], on_error, result)
+                t1 = time.perf_counter()
+                kept = _keep(decoded, buffers[b % nbuf], relpaths[start:stop], result)
                 if not (result.skipped and on_error == "fail"):
                     writer.write(buffers[b % nbuf], kept)
+                result.decode_wait += t1 - t0
+                result.write += time.perf_counter() - t1
         if result.skipped and on_error == "fail":
             lines = "\n".join(f"{path}: {reason}" for path, reason in result.skipped)
             raise ImgshardError(
@@ -321,7 +329,7 @@ def _collect(futures, progress, shard: int) -> list[Decoded]:
     return decoded
 
 
-def _keep(decoded: list[Decoded], buf: np.ndarray, relpaths: list[str], on_error: str, result: ShardResult) -> int:
+def _keep(decoded: list[Decoded], buf: np.ndarray, relpaths: list[str], result: ShardResult) -> int:
     """Record a batch's results; pack its good rows to the front of ``buf``; return how many."""
     kept = 0
     for d in decoded:
@@ -329,7 +337,7 @@ def _keep(decoded: list[Decoded], buf: np.ndarray, relpaths: list[str], on_error
         if d.error is not None:
             result.skipped.append((path, d.error))
             continue
-        if d.row != kept and on_error == "skip":
+        if d.row != kept:
             buf[kept] = buf[d.row]
         result.paths.append(path)
         result.sha256.append(d.sha256)

@@ -97,8 +97,8 @@ def test_images_of_different_sizes_stop_the_run_before_decoding_naming_two_files
     assert jobs_run(proc.stdout, "decode_shard") == 0 and not (workdir / "logs").exists()
 
 
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])  # forkserver is the default, used everywhere else
-def test_shard_script_under_fork_and_spawn(images, workdir, start_method):
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])  # auto (fork) is used everywhere else
+def test_shard_script_under_spawn_and_forkserver(images, workdir, start_method):
     snakemake(workdir, images_dir=images, shards=2, start_method=start_method)
     ds = read_dataset(workdir / "results/dataset.h5")
     assert len(ds["paths"]) == 12
