@@ -37,5 +37,9 @@ lint: $(BIN)/.dev $(DEMO)/.complete
 	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 
+# 512 full-size images against serial, pool and the decode limit: benchmarks/results/.
+bench: $(BIN)/.dev
+	$(BIN)/python -m benchmarks.bench
+
 clean:
 	rm -rf results logs .snakemake

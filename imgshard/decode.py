@@ -189,12 +189,17 @@ class ShardResult:
     buffers: int = 0
 
 
+# A shard that fits the budget still goes in this many batches, so that
+# writing all but the last overlaps decoding.
+MIN_BATCHES = 4
+
+
 def plan_buffers(n: int, image_bytes: int, budget_bytes: int, free_bytes: int) -> tuple[int, int]:
     """(rows per buffer, number of buffers) for a shard of ``n`` images.
 
-    Two buffers let writing overlap decoding; one is used when the whole shard
-    fits at once or only one image fits. Never more than /dev/shm has free:
-    writing past it kills the process with SIGBUS.
+    Two buffers let writing overlap decoding; one is used when only one image
+    fits, or the shard is one image. Never more than /dev/shm has free: writing
+    past it kills the process with SIGBUS.
     """
     if n == 0:
         return 0, 0
@@ -208,9 +213,9 @@ def plan_buffers(n: int, image_bytes: int, budget_bytes: int, free_bytes: int) -
             f" free some, or raise its size (docker run --shm-size={2 * need}m)"
         )
     fit = usable // image_bytes
-    if fit >= n or fit < 2:
+    if fit < 2 or n < 2:
         return min(fit, n), 1
-    return min(fit // 2, n), 2
+    return min(fit // 2, math.ceil(n / MIN_BATCHES)), 2
 
 
 def mp_context(start_method: str):

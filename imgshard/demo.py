@@ -40,11 +40,13 @@ def cloud_image(seed: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarr
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_demo(folder: str, count: int = 36, height: int = HEIGHT, width: int = WIDTH, seed: int = 2019) -> list[str]:
-    """Write ``count`` JPEGs into ``folder``; return their file names. Existing files are rewritten."""
+def write_demo(
+    folder: str, count: int = 36, height: int = HEIGHT, width: int = WIDTH, seed: int = 2019, first: int = 0
+) -> list[str]:
+    """Write JPEGs number ``first`` to ``first + count - 1`` into ``folder``; return their file names."""
     os.makedirs(folder, exist_ok=True)
     names = []
-    for i in range(count):
+    for i in range(first, first + count):
         image_seed = seed * 100_003 + i
         name = f"{np.random.default_rng(image_seed).integers(16**7):07x}.jpg"
         bgr = cv2.cvtColor(cloud_image(image_seed, height, width), cv2.COLOR_RGB2BGR)

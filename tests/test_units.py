@@ -79,10 +79,11 @@ def test_shard_names_sort_in_shard_order():
 @pytest.mark.parametrize(
     "n, budget_images, free_images, expected",
     [
-        (10, 100, 100, (10, 1)),  # the whole shard fits: one buffer, no batches
+        (10, 100, 100, (3, 2)),  # the whole shard fits: still four batches, so writing overlaps decoding
         (100, 20, 1000, (10, 2)),  # two buffers of half the budget each
         (100, 20, 6, (3, 2)),  # /dev/shm smaller than the budget: shrink to fit
         (100, 1, 100, (1, 1)),  # room for one image only: no overlap
+        (1, 10, 10, (1, 1)),
         (0, 10, 10, (0, 0)),
     ],
 )

@@ -1,0 +1,302 @@
+"""`make bench`: the pipeline against the serial loop, a process pool and the decode limit.
+
+    python -m benchmarks.bench [--count 512] [--cores 2] [--rounds 3]
+
+Every contender runs as its own process, in rounds that rotate the order so
+that drift of a shared machine hits all alike; the table reports medians. It
+also sweeps `workers`, checks /dev/shm against shm_budget_mb at two shard
+sizes, and times a large set of small images. Results: benchmarks/results/
+(results.md, results.json, speed.png, workers.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+
+from imgshard.demo import write_demo
+
+from . import measure
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+BUDGET_MB = 1024
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=512, help="images in the full-size set")
+    parser.add_argument("--height", type=int, default=1400)
+    parser.add_argument("--width", type=int, default=2100)
+    parser.add_argument("--cores", type=int, default=psutil.cpu_count())
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shards", type=int, default=16, help="the pipeline's shard count")
+    parser.add_argument("--scale-count", type=int, default=20_000, help="small images for the scale test; 0 skips it")
+    parser.add_argument("--scale-shards", type=int, default=64)
+    parser.add_argument("--data", default=str(REPO / "benchmarks/.data"), help="generated images and work folders")
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results"))
+    parser.add_argument("--replot", action="store_true", help="only redraw the charts from OUT/results.json")
+    args = parser.parse_args(argv)
+    if args.replot:
+        charts(json.loads((Path(args.out) / "results.json").read_text()), Path(args.out))
+        return {}
+
+    data, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = generate(data / f"full-{args.count}-{args.height}x{args.width}", args.count, args.height, args.width, args.cores)
+    n = args.count
+    say(f"{n} images of {args.height}x{args.width} in {images}; {args.rounds} rounds on {args.cores} cores")
+
+    runs: dict[str, list[measure.Measured]] = {k: [] for k in ("serial", "pool", "pipeline", "incremental", "limit")}
+    breakdowns = []
+    units = ["serial", "pool", "pipeline", "limit"]
+    for r in range(args.rounds):
+        for unit in units[r % len(units) :] + units[: r % len(units)]:
+            if unit == "pipeline":
+                work = fresh(data / "work")
+                runs["pipeline"].append(pipeline(images, work, args.cores, shards=args.shards))
+                breakdowns.append(breakdown(work, runs["pipeline"][-1].seconds))
+                runs["incremental"].append(incremental(images, work, args.cores, args.shards, r))
+            else:
+                runs[unit].append(contender(unit, images, data / "out.h5", args.cores))
+            say(f"round {r + 1}: {unit} {runs[unit][-1].seconds:.2f} s")
+
+    shm_check = {}
+    for shards in (args.shards, max(1, args.shards // 8)):
+        m = pipeline(images, fresh(data / "work"), args.cores, shards=shards)
+        shm_check[str(shards)] = {"images_per_shard": round(n / shards, 1), "peak_shm_mb": round(m.peak_shm_mb, 1)}
+        say(f"pipeline with {shards} shards: peak /dev/shm {m.peak_shm_mb:.0f} MB (budget {BUDGET_MB})")
+
+    sweep = []
+    for workers in range(1, args.cores + 1):
+        m = pipeline(images, fresh(data / "work"), args.cores, shards=args.shards, workers=workers)
+        sweep.append({"workers": workers, "seconds": round(m.seconds, 3), "images_per_s": round(n / m.seconds, 2)})
+        say(f"workers={workers}: {n / m.seconds:.1f} images/s")
+
+    scale = scale_test(data, args.scale_count, args.scale_shards, args.cores) if args.scale_count else None
+    results = report(args, n, runs, breakdowns, shm_check, sweep, scale)
+    write_outputs(results, out)
+    shutil.rmtree(data / "work", ignore_errors=True)
+    return results
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def generate(folder: Path, count: int, height: int, width: int, cores: int) -> Path:
+    """The deterministic cloud images, made once (in parallel) and kept for later runs."""
+    stamp = folder / ".complete"
+    if not stamp.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        say(f"generating {count} images of {height}x{width} in {folder}")
+        step = max(1, -(-count // (cores * 4)))
+        with Pool(cores) as pool:
+            pool.starmap(
+                write_demo,
+                [(str(folder), min(step, count - first), height, width, 2019, first) for first in range(0, count, step)],
+            )
+        stamp.touch()
+    return folder
+
+
+def contender(name: str, images: Path, out: Path, cores: int) -> measure.Measured:
+    m = measure.run([sys.executable, "-m", "benchmarks.contenders", name, str(images), str(out), "--cores", str(cores)], cwd=REPO)
+    out.unlink(missing_ok=True)
+    if name == "limit":  # one process's decode work, shared out ideally over the cores
+        m.seconds /= cores
+    return m
+
+
+def snakemake_cmd(images: Path, work: Path, cores: int, **config) -> list[str]:
+    settings = {"images_dir": images, **config}
+    return [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", str(cores), "-q", "--config"] + [
+        f"{k}={v}" for k, v in settings.items()
+    ]
+
+
+def pipeline(images: Path, work: Path, cores: int, **config) -> measure.Measured:
+    return measure.run(snakemake_cmd(images, work, cores, **config))
+
+
+def incremental(images: Path, work: Path, cores: int, shards: int, r: int) -> measure.Measured:
+    """Change one image's content, rebuild, then put the original bytes back."""
+    files = sorted(images.glob("*.jpg"))
+    victim = files[(r * 7919) % len(files)]
+    original = victim.read_bytes()
+    cv2.imwrite(str(victim), cv2.imread(str(victim)), [cv2.IMWRITE_JPEG_QUALITY, 70 + r])
+    try:
+        return pipeline(images, work, cores, shards=shards)
+    finally:
+        victim.write_bytes(original)
+
+
+def breakdown(work: Path, wall: float) -> dict:
+    """Where a fresh build's seconds went, from the shard jobs' own timing lines."""
+    totals = {"startup": 0.0, "decode_wait": 0.0, "write": 0.0}
+    for log in (work / "logs/decode_shard").glob("*.log"):
+        for match in re.finditer(r"^timings (\{.*\})$", log.read_text(), flags=re.M):
+            for key, value in json.loads(match.group(1)).items():
+                if key in totals:
+                    totals[key] += value
+    totals["snakemake_and_gather"] = wall - sum(totals.values())
+    return {k: round(v, 3) for k, v in totals.items()}
+
+
+def scale_test(data: Path, count: int, shards: int, cores: int) -> dict:
+    folder = data / f"small-{count}"
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        base = cv2.resize(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), (64, 64))
+        for i in range(count):
+            cv2.imwrite(str(folder / f"s{i:06d}.jpg"), np.roll(base, i % 64, axis=1))
+        (folder / ".complete").touch()
+    work = fresh(data / "work")
+    dry = measure.run(snakemake_cmd(folder, work, cores, shards=shards) + ["-n"])
+    build = measure.run(snakemake_cmd(folder, work, cores, shards=shards))
+    say(f"scale: {count} images in {shards} shards: -n {dry.seconds:.2f} s, build {build.seconds:.2f} s")
+    return {"images": count, "shards": shards, "dry_run_seconds": round(dry.seconds, 2), "build_seconds": round(build.seconds, 2)}
+
+
+def machine() -> dict:
+    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    return {
+        "cpu": model,
+        "logical_cores": psutil.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "opencv": cv2.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def report(args, n, runs, breakdowns, shm_check, sweep, scale) -> dict:
+    median = {k: statistics.median(m.seconds for m in v) for k, v in runs.items()}
+    rows = {}
+    for name, measured in runs.items():
+        rows[name] = {
+            "seconds": round(median[name], 3),
+            "all_seconds": [round(m.seconds, 3) for m in measured],
+            "images_per_s": round(n / median[name], 2),
+            "speedup_over_serial": round(median["serial"] / median[name], 2),
+            "share_of_limit": round(median["limit"] / median[name], 2),
+            "peak_rss_mb": round(max(m.peak_rss_mb for m in measured), 1),
+            "peak_shm_mb": round(max(m.peak_shm_mb for m in measured), 1),
+        }
+    rows["incremental"]["share_of_fresh_build"] = round(median["incremental"] / median["pipeline"], 3)
+    time_split = {k: round(statistics.median(b[k] for b in breakdowns), 3) for k in breakdowns[0]}
+    targets = [
+        ("pipeline at least 2.0x faster than serial", ">= 2.0", rows["pipeline"]["speedup_over_serial"], rows["pipeline"]["speedup_over_serial"] >= 2.0),
+        ("pipeline at most 1.25x the limit", "<= 1.25", round(median["pipeline"] / median["limit"], 2), median["pipeline"] <= 1.25 * median["limit"]),
+        ("one changed image costs at most 15% of a fresh build", "<= 0.15", rows["incremental"]["share_of_fresh_build"], rows["incremental"]["share_of_fresh_build"] <= 0.15),
+        (f"peak /dev/shm within shm_budget_mb ({BUDGET_MB} MB) at both shard sizes", f"<= {BUDGET_MB}", max(v["peak_shm_mb"] for v in shm_check.values()), all(v["peak_shm_mb"] <= BUDGET_MB for v in shm_check.values())),
+    ]  # fmt: skip
+    if scale:
+        targets += [
+            (f"scale: snakemake -n on {scale['images']} images under 5 s", "< 5", scale["dry_run_seconds"], scale["dry_run_seconds"] < 5),
+            (f"scale: full build of {scale['images']} images under 120 s", "< 120", scale["build_seconds"], scale["build_seconds"] < 120),
+        ]  # fmt: skip
+    return {
+        "machine": machine(),
+        "setup": {"images": n, "size": [args.height, args.width], "cores": args.cores, "rounds": args.rounds, "shards": args.shards},
+        "contenders": rows,
+        "pipeline_time_split": time_split,
+        "shm_by_shard_count": shm_check,
+        "workers_sweep": sweep,
+        "scale": scale,
+        "targets": [{"target": t, "bound": b, "measured": m, "met": bool(ok)} for t, b, m, ok in targets],
+    }
+
+
+def write_outputs(results: dict, out: Path) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(results))
+    charts(results, out)
+    print(markdown(results))
+
+
+def markdown(r: dict) -> str:
+    m, s = r["machine"], r["setup"]
+    lines = [
+        f"Measured {m['date']} on {m['cpu']} ({m['logical_cores']} logical / {m['physical_cores']} physical cores,"
+        f" {m['memory_gb']} GiB), Python {m['python']}, OpenCV {m['opencv']}: {s['images']} images of"
+        f" {s['size'][0]}x{s['size'][1]}, --cores {s['cores']}, {s['shards']} shards, median of {s['rounds']} rounds.",
+        "",
+        "| contender | seconds | images/s | speed-up over serial | share of the limit | peak RSS, largest process (MB) | peak /dev/shm (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in r["contenders"].items():
+        lines.append(
+            f"| {name} | {row['seconds']:.2f} | {row['images_per_s']:.1f} | {row['speedup_over_serial']:.2f}x"
+            f" | {row['share_of_limit']:.0%} | {row['peak_rss_mb']:.0f} | {row['peak_shm_mb']:.0f} |"
+        )
+    split = r["pipeline_time_split"]
+    lines += ["", "Where a fresh pipeline build's seconds go (median, summed over shard jobs):", ""]
+    lines += ["| job start-up (python, imports) | waiting for decode (incl. worker start) | HDF5 write | Snakemake and gather |", "|---:|---:|---:|---:|"]
+    lines.append(f"| {split['startup']:.2f} | {split['decode_wait']:.2f} | {split['write']:.2f} | {split['snakemake_and_gather']:.2f} |")
+    lines += ["", "| shards | images per shard | peak /dev/shm (MB) |", "|---:|---:|---:|"]
+    lines += [f"| {k} | {v['images_per_shard']} | {v['peak_shm_mb']:.0f} |" for k, v in r["shm_by_shard_count"].items()]
+    lines += ["", "| workers | seconds | images/s |", "|---:|---:|---:|"]
+    lines += [f"| {w['workers']} | {w['seconds']:.2f} | {w['images_per_s']:.1f} |" for w in r["workers_sweep"]]
+    lines += ["", "| target | bound | measured | met |", "|---|---|---:|---|"]
+    lines += [f"| {t['target']} | {t['bound']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |" for t in r["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def charts(r: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Seconds, not images/s: the incremental run rebuilds one image's shard, not the dataset.
+    names = list(r["contenders"])
+    seconds = [r["contenders"][k]["seconds"] for k in names]
+    labels = {"incremental": "incremental\n(1 changed)", "limit": "limit\n(decode / cores)"}
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    bars = ax.bar([labels.get(k, k) for k in names], seconds, color=["#999999", "#6f9fd8", "#2b6cb0", "#7fb77e", "#d98c5f"])
+    ax.bar_label(bars, labels=[f"{v:.1f} s" for v in seconds])
+    ax.set_ylabel("seconds (lower is better)")
+    ax.margins(y=0.12)
+    ax.set_title(f"{r['setup']['images']} images of {r['setup']['size'][0]}x{r['setup']['size'][1]}, --cores {r['setup']['cores']}")
+    fig.tight_layout()
+    fig.savefig(out / "speed.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    sweep = r["workers_sweep"]
+    ax.plot([w["workers"] for w in sweep], [w["images_per_s"] for w in sweep], marker="o")
+    ax.set_xlabel(f"workers per shard job (--cores {r['setup']['cores']})")
+    ax.set_ylabel("images/s")
+    ax.set_ylim(bottom=0)
+    ax.set_xticks([w["workers"] for w in sweep])
+    ax.set_title("pipeline throughput against workers")
+    fig.tight_layout()
+    fig.savefig(out / "workers.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

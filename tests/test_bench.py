@@ -1,0 +1,23 @@
+"""The benchmark runs end to end on a handful of tiny images, so it cannot rot. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.bench import main
+
+
+def test_benchmark_smoke(tmp_path):
+    out = tmp_path / "out"
+    results = main(
+        ["--count", "4", "--height", "40", "--width", "60", "--rounds", "1", "--shards", "2"]
+        + ["--scale-count", "40", "--scale-shards", "2", "--data", str(tmp_path / "data"), "--out", str(out)]
+    )
+    assert set(results["contenders"]) == {"serial", "pool", "pipeline", "incremental", "limit"}
+    assert [w["workers"] for w in results["workers_sweep"]] == list(range(1, results["setup"]["cores"] + 1))
+    assert results["scale"]["images"] == 40
+    assert len(results["targets"]) == 6
+    assert json.loads((out / "results.json").read_text()) == results
+    assert "| pipeline |" in (out / "results.md").read_text()
+    for chart in ("speed.png", "workers.png"):
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
