@@ -3,5 +3,6 @@
 __version__ = "0.1.0"
 
 from .errors import ImgshardError  # noqa: E402
+from .read import H5ImageDataset, batches  # noqa: E402
 
-__all__ = ["ImgshardError", "__version__"]
+__all__ = ["H5ImageDataset", "ImgshardError", "__version__", "batches"]
