@@ -29,6 +29,7 @@ demo: $(DEMO)/.complete
 
 run: $(BIN)/.runtime $(DEMO)/.complete
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) verify
 
 test: $(BIN)/.dev
 	$(BIN)/python -m pytest

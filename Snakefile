@@ -28,6 +28,7 @@ except WorkflowError:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/gather.smk"
+include: "workflow/rules/verify.smk"
 
 
 rule all:

@@ -141,3 +141,15 @@ def gather_job(smk) -> None:
     # The run's summary: in the log, and on the terminal where snakemake shows job output.
     print(summary, file=sys.stderr)
     print(summary + (f" (listed in {smk.log[0]} and the dataset's 'skipped' group)" if done.skipped else ""))
+
+
+def verify_job(smk) -> None:
+    from .verify import verify_or_fail
+
+    dataset = smk.params.dataset
+    if not os.path.isfile(dataset):
+        raise ImgshardError(f"verify: {dataset} does not exist; build it first (snakemake --cores N)")
+    report = verify_or_fail(dataset, smk.params.images_dir, list(smk.params.images), smk.threads)
+    summary = f"imgshard: verify: {dataset}: all {report.checked} images match their sources"
+    print(summary, file=sys.stderr)
+    print(summary)

@@ -31,7 +31,7 @@ def test_conda_envs_match_requirements():
     runtime = pinned(REPO / "requirements.txt")
     runtime.pop("snakemake")  # the jobs import the package, not snakemake
     envs = sorted((REPO / "envs").glob("*.yaml"))
-    assert [e.stem for e in envs] == ["decode_shard", "gather"]
+    assert [e.stem for e in envs] == ["decode_shard", "gather", "verify"]
     for env in envs:
         spec = yaml.safe_load(env.read_text())
         pips = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
