@@ -29,6 +29,7 @@ from . import shm
 from .errors import ImgshardError
 from .geometry import Geometry, reduced_size
 from .header import Header, problem, read_header
+from .labels import Labels, rle_decode
 from .write import ShardWriter
 
 FLAGS = cv2.IMREAD_COLOR_RGB
@@ -153,22 +154,43 @@ def _first_line(e: Exception) -> str:
 # --- worker side -------------------------------------------------------------
 
 _buffers: list[np.ndarray] = []
+_masks: list[np.ndarray] = []
 _geometry: list[Geometry] = []
 
 
-def _init_worker(names: list[str], geometry: Geometry) -> None:
+def _init_worker(names: list[str], mask_names: list[str], geometry: Geometry) -> None:
     # fork copies the parent's SIGTERM handler; a worker should simply die, the
     # parent cleans up. Ctrl-C reaches the whole process group: the parent decides.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
     _buffers[:] = [shm.attach(name) for name in names]
+    _masks[:] = [shm.attach(name) for name in mask_names]
     _geometry[:] = [geometry]
 
 
-def _decode_chunk(k: int, rows: list[int], paths: list[str]) -> list[Decoded]:
-    buf = _buffers[k]
-    return [Decoded(row, *decode_into(path, buf[row], _geometry[0])) for row, path in zip(rows, paths)]
+def _decode_chunk(k: int, rows: list[int], paths: list[str], rles: list[tuple[str, ...]] | None) -> list[Decoded]:
+    buf, geometry = _buffers[k], _geometry[0]
+    out = []
+    for j, (row, path) in enumerate(zip(rows, paths)):
+        digest, size, error = decode_into(path, buf[row], geometry)
+        if error is None and rles is not None:
+            error = place_masks(rles[j], size, _masks[k][row], geometry)
+        out.append(Decoded(row, digest, size, error))
+    return out
+
+
+def place_masks(rles: tuple[str, ...], original: tuple[int, int], out: np.ndarray, geometry: Geometry) -> str | None:
+    """Decode one image's run-length masks at its original size into ``out`` (H, W, K), as its pixels were placed."""
+    try:
+        masks = np.stack([rle_decode(rle, *original) for rle in rles], axis=-1)
+    except ValueError as e:
+        return f"labels: {e}"
+    if geometry.resize is None:
+        out[...] = masks
+    else:
+        geometry.place(masks, out, original, interpolation=cv2.INTER_NEAREST, fill=0)
+    return None
 
 
 # --- parent side -------------------------------------------------------------
@@ -180,6 +202,7 @@ class ShardResult:
     sha256: list[str] = field(default_factory=list)
     sizes: list[tuple[int, int]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    labels: list[int] = field(default_factory=list)  # class index per kept image, with classification labels
     seconds: float = 0.0
     # Where the seconds went, as the parent sees them: waiting for workers to
     # decode (with their start-up), and writing to HDF5 while they decode the next batch.
@@ -249,44 +272,58 @@ def decode_shard(
     compression: str = "none",
     on_error: str = "fail",
     start_method: str = "forkserver",
+    labels: Labels | None = None,
     attrs: dict | None = None,
 ) -> ShardResult:
-    """Decode ``sources`` into the shard file ``out_path``; ``relpaths`` are what it records."""
+    """Decode ``sources`` into the shard file ``out_path``; ``relpaths`` are what it records.
+
+    ``labels`` (every relpath must have a row) adds ``masks`` or ``labels`` to the shard.
+    """
     started = time.perf_counter()
     shm.remove_stale()
     height, width = geometry.shape
     n = len(sources)
-    rows, nbuf = plan_buffers(n, height * width * 3, shm_budget_mb * MB, shm.free_bytes())
-    names = [shm.segment_name(run_tag(out_path), shard, k) for k in range(nbuf)]
+    k_masks = len(labels.classes) if labels is not None and labels.kind == "masks" else 0
+    targets = [labels.rows[r] for r in relpaths] if labels is not None else None
+    rows, nbuf = plan_buffers(n, height * width * (3 + k_masks), shm_budget_mb * MB, shm.free_bytes())
+    tag = run_tag(out_path)
+    names = [shm.segment_name(tag, shard, k) for k in range(nbuf)]
+    mask_names = [shm.segment_name(tag, shard, k, "m") for k in range(nbuf)] if k_masks else []
     result = ShardResult(buffer_rows=rows, buffers=nbuf)
     buffers: list[np.ndarray] = []
+    mask_buffers: list[np.ndarray] = []
     pool = writer = None
     finished = False
     try:
         for name in names:
             buffers.append(shm.create(name, (rows, height, width, 3)))
+        for name in mask_names:
+            mask_buffers.append(shm.create(name, (rows, height, width, k_masks)))
         if n:
             pool = ProcessPoolExecutor(
                 max_workers=max(1, min(workers, n)),
                 mp_context=mp_context(start_method),
                 initializer=_init_worker,
-                initargs=(names, geometry),
+                initargs=(names, mask_names, geometry),
             )
+        rles = targets if k_masks else None
         batches = [(start, min(start + rows, n)) for start in range(0, n, rows)] if n else []
-        pending = _submit(pool, 0, sources, *batches[0], workers) if batches else []
+        pending = _submit(pool, 0, sources, rles, *batches[0], workers) if batches else []
         # Open the HDF5 file only now: the workers exist, so none inherits its handle.
-        writer = ShardWriter(out_path, n, geometry.shape, compression)
+        writer = ShardWriter(out_path, n, geometry.shape, compression, labels)
         progress = tqdm(total=n, desc=f"shard {shard}", unit="img", file=sys.stderr, mininterval=2, ascii=True)
         with progress:
             for b, (start, stop) in enumerate(batches):
                 t0 = time.perf_counter()
                 decoded = _collect(pending, progress, shard)
                 if b + 1 < len(batches):
-                    pending = _submit(pool, (b + 1) % nbuf, sources, *batches[b + 1], workers)
+                    pending = _submit(pool, (b + 1) % nbuf, sources, rles, *batches[b + 1], workers)
                 t1 = time.perf_counter()
-                kept = _keep(decoded, buffers[b % nbuf], relpaths[start:stop], result)
+                masks = mask_buffers[b % nbuf] if k_masks else None
+                batch_targets = targets[start:stop] if targets is not None and not k_masks else None
+                kept = _keep(decoded, buffers[b % nbuf], masks, relpaths[start:stop], batch_targets, result)
                 if not (result.skipped and on_error == "fail"):
-                    writer.write(buffers[b % nbuf], kept)
+                    writer.write(buffers[b % nbuf], kept, masks)
                 result.decode_wait += t1 - t0
                 result.write += time.perf_counter() - t1
         if result.skipped and on_error == "fail":
@@ -296,7 +333,7 @@ def decode_shard(
             )
         result.seconds = time.perf_counter() - started
         writer.finish(
-            result.paths, result.sha256, np.array(result.sizes).reshape(-1, 2), result.skipped, attrs or {}
+            result.paths, result.sha256, np.array(result.sizes).reshape(-1, 2), result.skipped, attrs or {}, result.labels
         )
         finished = True
         return result
@@ -305,15 +342,21 @@ def decode_shard(
             _stop(pool, kill=not finished)
         if writer is not None and not finished:
             writer.abort()
-        for name in names:
+        for name in names + mask_names:
             shm.delete(name)
 
 
-def _submit(pool, k: int, sources: list[str], start: int, stop: int, workers: int):
+def _submit(pool, k: int, sources: list[str], rles, start: int, stop: int, workers: int):
     m = stop - start
     per_task = max(1, math.ceil(m / (workers * TASKS_PER_WORKER)))
     return [
-        pool.submit(_decode_chunk, k, list(range(i, min(i + per_task, m))), sources[start + i : start + i + per_task])
+        pool.submit(
+            _decode_chunk,
+            k,
+            list(range(i, min(i + per_task, m))),
+            sources[start + i : start + i + per_task],
+            rles[start + i : start + i + per_task] if rles is not None else None,
+        )
         for i in range(0, m, per_task)
     ]
 
@@ -334,8 +377,15 @@ def _collect(futures, progress, shard: int) -> list[Decoded]:
     return decoded
 
 
-def _keep(decoded: list[Decoded], buf: np.ndarray, relpaths: list[str], result: ShardResult) -> int:
-    """Record a batch's results; pack its good rows to the front of ``buf``; return how many."""
+def _keep(
+    decoded: list[Decoded],
+    buf: np.ndarray,
+    masks: np.ndarray | None,
+    relpaths: list[str],
+    labels: list[tuple] | None,
+    result: ShardResult,
+) -> int:
+    """Record a batch's results; pack its good rows to the front of ``buf`` (and ``masks``); return how many."""
     kept = 0
     for d in decoded:
         path = relpaths[d.row]
@@ -344,6 +394,10 @@ def _keep(decoded: list[Decoded], buf: np.ndarray, relpaths: list[str], result: 
             continue
         if d.row != kept:
             buf[kept] = buf[d.row]
+            if masks is not None:
+                masks[kept] = masks[d.row]
+        if labels is not None:
+            result.labels.append(labels[d.row][0])
         result.paths.append(path)
         result.sha256.append(d.sha256)
         result.sizes.append(d.size)

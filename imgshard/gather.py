@@ -16,7 +16,11 @@ import numpy as np
 from .errors import ImgshardError
 from .write import (
     IMAGES,
+    LABELS,
+    MASKS,
     compression_args,
+    mask_compression,
+    write_labels,
     read_index,
     read_skipped,
     temp_name,
@@ -45,6 +49,9 @@ def _check_shard(path: str, shape: tuple[int, int]) -> int:
                 )
             if len(f["paths"]) != count:
                 raise ImgshardError(f"{path}: {len(f['paths'])} paths for {count} images")
+            for target in ("masks", "labels"):
+                if target in f and f[target].shape[0] != count:
+                    raise ImgshardError(f"{path}: {f[target].shape[0]} {target} for {count} images")
             return count
     except OSError as e:
         raise ImgshardError(f"{path}: not a readable HDF5 shard file ({e})") from None
@@ -64,11 +71,14 @@ def gather(
     mode: str = "virtual",
     compression: str = "none",
     attrs: dict | None = None,
+    left_out: list[tuple[str, str]] = (),
 ) -> Gathered:
-    """Write the dataset ``out_path`` from ``shard_files`` (in order)."""
+    """Write the dataset ``out_path`` from ``shard_files`` (in order).
+
+    ``left_out``: images no shard saw (no row in the labels, on_error: skip), for the skipped group.
+    """
     counts = [_check_shard(p, shape) for p in shard_files]
     total = sum(counts)
-    height, width = shape
     out_dir = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(out_dir, exist_ok=True)
     tmp = temp_name(out_path)
@@ -76,18 +86,18 @@ def gather(
     sha256: list[str] = []
     sizes: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
+    labels: list[np.ndarray] = []
     try:
         with h5py.File(tmp, "w") as out:
-            if mode == "virtual":
-                layout = h5py.VirtualLayout(shape=(total, height, width, 3), dtype=np.uint8)
-            else:
-                images = out.create_dataset(
-                    IMAGES,
-                    shape=(total, height, width, 3),
-                    dtype=np.uint8,
-                    chunks=(1, height, width, 3),
-                    **compression_args(compression),
-                )
+            with h5py.File(shard_files[0], "r") as first:
+                # Pixels, and masks when the shards have them: mapped or copied alike.
+                stacks = {IMAGES: first[IMAGES].shape[1:]}
+                if MASKS in first:
+                    stacks[MASKS] = first[MASKS].shape[1:]
+                    classes = list(first[MASKS].attrs["classes"])
+                if LABELS in first:
+                    classes = list(first[LABELS].attrs["classes"])
+            targets = {name: _target(out, name, (total, *tail), mode, compression) for name, tail in stacks.items()}
             offset = 0
             for path, count in zip(shard_files, counts):
                 with h5py.File(path, "r") as src:
@@ -96,23 +106,41 @@ def gather(
                     sha256 += s
                     sizes.append(z)
                     skipped += read_skipped(src)
-                    if count and mode == "virtual":
-                        # Relative to the dataset's folder, so results/ can move as a whole.
-                        rel = os.path.relpath(os.path.abspath(path), out_dir)
-                        layout[offset : offset + count] = h5py.VirtualSource(rel, IMAGES, shape=(count, height, width, 3))
-                    elif count:
-                        _copy_chunks(src[IMAGES], images, offset)
+                    if LABELS in src:
+                        labels.append(src[LABELS][()])
+                    for name, target in targets.items():
+                        if not count:
+                            continue
+                        if mode == "virtual":
+                            # Relative to the dataset's folder, so results/ can move as a whole.
+                            rel = os.path.relpath(os.path.abspath(path), out_dir)
+                            target[offset : offset + count] = h5py.VirtualSource(rel, name, shape=src[name].shape)
+                        else:
+                            _copy_chunks(src[name], target, offset)
                 offset += count
-            if mode == "virtual":
-                out.create_virtual_dataset(IMAGES, layout, fillvalue=0)
+            for name, target in targets.items():
+                if mode == "virtual":
+                    target = out.create_virtual_dataset(name, target, fillvalue=0)
+                if name == MASKS:
+                    target.attrs["classes"] = classes
+            if labels:
+                write_labels(out, np.concatenate(labels), classes)
             write_index(out, paths, sha256, np.concatenate(sizes) if sizes else np.zeros((0, 2)))
-            write_skipped(out, skipped)
+            write_skipped(out, skipped + list(left_out))
             write_attrs(out, {"gather": mode, **(attrs or {})})
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return Gathered(total, skipped)
+    return Gathered(total, skipped + list(left_out))
+
+
+def _target(out: h5py.File, name: str, shape: tuple, mode: str, compression: str):
+    """A virtual layout to fill, or the dataset to copy into."""
+    if mode == "virtual":
+        return h5py.VirtualLayout(shape=shape, dtype=np.uint8)
+    args = mask_compression(compression) if name == MASKS else compression_args(compression)
+    return out.create_dataset(name, shape=shape, dtype=np.uint8, chunks=(1, *shape[1:]), **args)
 
 
 def _copy_chunks(src: h5py.Dataset, dst: h5py.Dataset, offset: int) -> None:

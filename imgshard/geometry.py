@@ -43,16 +43,26 @@ class Geometry:
         sy, sx = self.scales(size)
         return next((f for f in REDUCTIONS if sy <= 1 / f and sx <= 1 / f), 1)
 
-    def place(self, src: np.ndarray, out: np.ndarray, original: tuple[int, int], interpolation: int | None = None) -> None:
-        """Resize ``src`` (a decode of an image of ``original`` size, maybe reduced) into ``out``."""
+    def place(
+        self,
+        src: np.ndarray,
+        out: np.ndarray,
+        original: tuple[int, int],
+        interpolation: int | None = None,
+        fill: int | None = None,
+    ) -> None:
+        """Resize ``src`` (a decode of an image of ``original`` size, maybe reduced) into ``out``.
+
+        Masks pass ``cv2.INTER_NEAREST`` and ``fill=0`` and land exactly where their image does.
+        """
         h0, w0 = original
         rh, rw = src.shape[0] / h0, src.shape[1] / w0  # src pixels per original pixel
         sy, sx = self.scales(original)
         if self.resize == "letterbox":
             bh, bw = min(self.height, max(1, round(h0 * sy))), min(self.width, max(1, round(w0 * sx)))
             y0, x0 = (self.height - bh) // 2, (self.width - bw) // 2
-            out[...] = self.pad_value
-            out[y0 : y0 + bh, x0 : x0 + bw] = _resize(src, bh, bw, interpolation)
+            out[...] = self.pad_value if fill is None else fill
+            out[y0 : y0 + bh, x0 : x0 + bw] = _resize(src, bh, bw, interpolation).reshape(bh, bw, -1)
             return
         if self.resize == "center_crop":
             ch, cw = self.height / sy, self.width / sx  # the crop, in original pixels
@@ -60,7 +70,7 @@ class Geometry:
             src = src[y0 : y0 + max(1, round(ch * rh)), x0 : x0 + max(1, round(cw * rw))]
         resized = _resize(src, self.height, self.width, interpolation, dst=out)
         if not np.shares_memory(resized, out):
-            out[...] = resized
+            out[...] = resized.reshape(out.shape)
 
 
 def _resize(src: np.ndarray, height: int, width: int, interpolation: int | None, dst: np.ndarray | None = None):

@@ -81,6 +81,7 @@ def start_method(configured: str) -> str:
 
 def decode_shard_job(smk) -> None:
     from .decode import decode_shard
+    from .labels import read_labels
 
     startup = seconds_since_process_start()
 
@@ -99,6 +100,7 @@ def decode_shard_job(smk) -> None:
         compression=smk.params.pixels["compression"],
         on_error=smk.params.on_error,
         start_method=start_method(smk.params.start_method),
+        labels=read_labels(smk.params.labels) if smk.params.labels else None,
         attrs={"shard": shard, "pixels": smk.params.pixels},
     )
     rate = len(result.paths) / result.seconds if result.seconds else 0.0
@@ -131,6 +133,7 @@ def gather_job(smk) -> None:
         mode=smk.params.mode,
         compression=pixels["compression"],
         attrs={"config": smk.params.config, "resize": pixels["resize"] or "none", "image_shape": pixels["shape"]},
+        left_out=[tuple(p) for p in smk.params.left_out],
     )
     summary = (
         f"imgshard: {smk.output.dataset}: {done.images} images from {len(smk.input.shards)} shards"

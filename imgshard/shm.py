@@ -1,6 +1,6 @@
 """Shared-memory buffers in /dev/shm (SharedArray) that workers decode into.
 
-Every segment is named ``imgshard-<tag>-s<shard>-p<pid>-b<k>``: the tag keeps
+Every segment is named ``imgshard-<tag>-s<shard>-p<pid>-b<k>`` (``-m<k>`` for masks): the tag keeps
 runs in different working directories apart, the pid says which process owns
 it, so a later run can tell a leftover of a hard-killed run (owner gone) from a
 live segment of a concurrent one.
@@ -18,11 +18,12 @@ import SharedArray as sa
 
 PREFIX = "imgshard"
 SHM_DIR = "/dev/shm"
-_OWNER = re.compile(rf"^{PREFIX}-.*-p(\d+)-b\d+$")
+_OWNER = re.compile(rf"^{PREFIX}-.*-p(\d+)-[bm]\d+$")
 
 
-def segment_name(tag: str, shard: int, k: int) -> str:
-    return f"{PREFIX}-{tag}-s{shard}-p{os.getpid()}-b{k}"
+def segment_name(tag: str, shard: int, k: int, kind: str = "b") -> str:
+    """``kind``: b for an image buffer, m for its mask buffer."""
+    return f"{PREFIX}-{tag}-s{shard}-p{os.getpid()}-{kind}{k}"
 
 
 def create(name: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -21,6 +21,18 @@ PATHS = "paths"
 SHA256 = "sha256"
 ORIGINAL_SIZE = "original_size"
 SKIPPED = "skipped"  # group: paths and reasons of the images on_error: skip left out
+MASKS = "masks"
+LABELS = "labels"
+
+
+def mask_compression(compression: str) -> dict:
+    # 0/1 masks shrink tens of times even with lzf, for almost no CPU: never store them raw.
+    return compression_args("lzf" if compression == "none" else compression)
+
+
+def write_labels(f: h5py.File, values: list[int], classes) -> None:
+    ds = f.create_dataset(LABELS, data=np.asarray(values, dtype=np.int64).reshape(-1))
+    ds.attrs["classes"] = list(classes)
 
 PATH_DTYPE = h5py.string_dtype("utf-8")
 SHA256_DTYPE = h5py.string_dtype("ascii", 64)
@@ -78,7 +90,7 @@ def write_attrs(f: h5py.File, attrs: dict) -> None:
 class ShardWriter:
     """Appends decoded batches to ``images``; ``finish`` adds the index and makes the file visible."""
 
-    def __init__(self, path: str, capacity: int, shape: tuple[int, int], compression: str):
+    def __init__(self, path: str, capacity: int, shape: tuple[int, int], compression: str, labels=None):
         self.path = path
         self.tmp = temp_name(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -94,19 +106,44 @@ class ShardWriter:
             chunks=(1, height, width, 3),
             **compression_args(compression),
         )
+        self.labels = labels
+        self.masks = None
+        if labels is not None and labels.kind == "masks":
+            k = len(labels.classes)
+            self.masks = self._file.create_dataset(
+                MASKS,
+                shape=(capacity, height, width, k),
+                maxshape=(None, height, width, k),
+                dtype=np.uint8,
+                chunks=(1, height, width, k),
+                **mask_compression(compression),
+            )
+            self.masks.attrs["classes"] = list(labels.classes)
         self.count = 0
 
-    def write(self, buffer: np.ndarray, rows: int) -> None:
-        """Append the first ``rows`` rows of ``buffer`` with one write_direct call."""
+    def write(self, buffer: np.ndarray, rows: int, masks: np.ndarray | None = None) -> None:
+        """Append the first ``rows`` rows of ``buffer`` (and ``masks``), one write_direct call each."""
         if rows:
             self.images.write_direct(buffer, np.s_[0:rows], np.s_[self.count : self.count + rows])
+            if self.masks is not None:
+                self.masks.write_direct(masks, np.s_[0:rows], np.s_[self.count : self.count + rows])
             self.count += rows
 
     def finish(
-        self, paths: list[str], sha256: list[str], sizes: np.ndarray, skipped: list[tuple[str, str]], attrs: dict
+        self,
+        paths: list[str],
+        sha256: list[str],
+        sizes: np.ndarray,
+        skipped: list[tuple[str, str]],
+        attrs: dict,
+        labels: list[int] | None = None,
     ) -> None:
         assert len(paths) == self.count, (len(paths), self.count)
         self.images.resize(self.count, axis=0)
+        if self.masks is not None:
+            self.masks.resize(self.count, axis=0)
+        if self.labels is not None and self.labels.kind == "labels":
+            write_labels(self._file, labels or [], self.labels.classes)
         write_index(self._file, paths, sha256, sizes)
         write_skipped(self._file, skipped)
         write_attrs(self._file, attrs)

@@ -3,11 +3,20 @@
 # triggers (mtime, the set of inputs, params) decide which shards to redo.
 from imgshard.config import resolve_workers
 from imgshard.discover import find_images
+from imgshard.labels import align, read_labels
 from imgshard.probe import common_size
 from imgshard.shard import assign, shard_name
 
 try:
     IMAGES = find_images(config["images_dir"], config["image_list"])
+    LABELS, LEFT_OUT = None, []
+    if config["labels"]:
+        LABELS = read_labels(config["labels"])
+        IMAGES, LEFT_OUT, warnings = align(
+            LABELS, IMAGES, config["labels"], config["on_error"]
+        )
+        for warning in warnings:
+            print(f"imgshard: warning: {warning}", file=sys.stderr)
     if config["image_size"] is None:
         HEIGHT, WIDTH, _ = common_size(config["images_dir"], IMAGES)
     else:
@@ -27,6 +36,16 @@ WORKERS = resolve_workers(config["workers"])
 
 def get_shard_images(wildcards):
     return [os.path.join(config["images_dir"], p) for p in SHARDS[int(wildcards.shard)]]
+
+
+def get_labels_file(wildcards):
+    # ancient: a new CSV's mtime alone redoes nothing; get_labels_digest says which shards changed.
+    return ancient(config["labels"]) if config["labels"] else []
+
+
+def get_labels_digest(wildcards):
+    """Changes exactly when the labels of this shard's images change."""
+    return LABELS.digest(SHARDS[int(wildcards.shard)]) if LABELS else ""
 
 
 def get_shard_files(wildcards):

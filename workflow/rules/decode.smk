@@ -1,6 +1,7 @@
 rule decode_shard:
     input:
         images=get_shard_images,
+        labels=get_labels_file,
     output:
         shard=f"{SHARD_DIR}/shard-{{shard}}.h5",
     log:
@@ -16,6 +17,8 @@ rule decode_shard:
         images_dir=config["images_dir"],
         pixels=get_pixel_params(),
         on_error=config["on_error"],
+        labels=config["labels"],
+        labels_digest=get_labels_digest,
         start_method=config["start_method"],
     script:
         "../../scripts/decode_shard.py"

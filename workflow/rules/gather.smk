@@ -11,5 +11,6 @@ rule gather:
         mode=config["gather"],
         pixels=get_pixel_params(),
         config=config,
+        left_out=LEFT_OUT,
     script:
         "../../scripts/gather.py"

@@ -1,0 +1,152 @@
+"""Labels and masks: written by the test in the Clouds and classification formats, aligned with the images."""
+
+from __future__ import annotations
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from imgshard import H5ImageDataset
+from imgshard.labels import rle_decode, rle_encode
+from imgshard.shard import shard_of
+from tests.conftest import jobs_run, make_images, read_dataset, snakemake
+
+CLASSES = ["Fish", "Flower", "Gravel", "Sugar"]
+
+
+def encode(mask: np.ndarray) -> str:
+    """The Clouds encoding, written out plainly: 1-based starts, column-major order."""
+    flat = list(mask.T.reshape(-1))
+    runs, i = [], 0
+    while i < len(flat):
+        if flat[i]:
+            j = i
+            while j < len(flat) and flat[j]:
+                j += 1
+            runs += [i + 1, j - i]
+            i = j
+        else:
+            i += 1
+    return " ".join(map(str, runs))
+
+
+def random_masks(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((height, width, len(CLASSES)), np.uint8)
+    for k in range(len(CLASSES)):
+        if rng.random() < 0.7:
+            y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
+            masks[y : y + rng.integers(4, 20), x : x + rng.integers(4, 30), k] = 1
+    return masks
+
+
+def write_clouds_csv(path, truth: dict[str, np.ndarray]) -> None:
+    lines = ["Image_Label,EncodedPixels"]
+    for rel, masks in truth.items():
+        lines += [f"{rel}_{c},{encode(masks[..., k])}" for k, c in enumerate(CLASSES)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def clouds(tmp_path):
+    images = tmp_path / "images"
+    rels = make_images(images, 9)
+    truth = {rel: random_masks(i) for i, rel in enumerate(rels)}
+    write_clouds_csv(tmp_path / "train.csv", truth)
+    return images, tmp_path / "train.csv", truth
+
+
+def test_rle_round_trip_matches_the_tests_own_encoder():
+    for seed in range(20):
+        mask = random_masks(seed)[..., seed % 4]
+        assert rle_encode(mask) == encode(mask)
+        np.testing.assert_array_equal(rle_decode(encode(mask), 48, 64), mask)
+
+
+@pytest.mark.parametrize("gather", ["virtual", "copy"])
+def test_clouds_masks_are_stored_aligned_with_images(clouds, workdir, gather):
+    images, csv, truth = clouds
+    snakemake(workdir, images_dir=images, labels=csv, shards=3, gather=gather)
+    with h5py.File(workdir / "results/dataset.h5") as f:
+        assert f["masks"].shape == (9, 48, 64, 4) and f["masks"].dtype == np.uint8
+        assert list(f["masks"].attrs["classes"]) == CLASSES
+        for i, rel in enumerate(f["paths"].asstr()[()]):
+            np.testing.assert_array_equal(f["masks"][i], truth[rel], err_msg=rel)
+
+
+def test_masks_are_resized_with_the_image_geometry(clouds, workdir):
+    images, csv, truth = clouds
+    snakemake(workdir, images_dir=images, labels=csv, shards=2, image_size="[24,24]", resize="letterbox", pad_value=9)
+    with h5py.File(workdir / "results/dataset.h5") as f:
+        for i, rel in enumerate(f["paths"].asstr()[()]):
+            # 48x64 in 24x24: an 18x24 box from row 3, padded with 0 (not pad_value) above and below
+            expected = np.zeros((24, 24, 4), np.uint8)
+            expected[3:21] = cv2.resize(truth[rel], (24, 18), interpolation=cv2.INTER_NEAREST)
+            np.testing.assert_array_equal(f["masks"][i], expected, err_msg=rel)
+            assert (f["images"][i][:3] == 9).all()
+
+
+def test_classification_labels_and_the_reader(tmp_path, workdir):
+    images = tmp_path / "images"
+    rels = make_images(images, 6)
+    names = {rel: ["cat", "dog", "ant"][i % 3] for i, rel in enumerate(rels)}
+    (tmp_path / "labels.csv").write_text("path,label\n" + "".join(f"{r},{n}\n" for r, n in names.items()))
+    snakemake(workdir, images_dir=images, labels=tmp_path / "labels.csv", shards=2)
+    ds = H5ImageDataset(workdir / "results/dataset.h5")
+    assert ds.target == "labels" and ds.classes == ["ant", "cat", "dog"]
+    for i in range(len(ds)):
+        image, label = ds[i]
+        assert ds.classes[label] == names[ds.path_of(i)]
+        assert image.shape == (48, 64, 3)
+
+
+def test_reader_returns_image_and_mask_in_a_dataloader(clouds, workdir):
+    torch = pytest.importorskip("torch")
+    images, csv, truth = clouds
+    snakemake(workdir, images_dir=images, labels=csv, shards=2)
+    ds = H5ImageDataset(workdir / "results/dataset.h5")
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
+    got = [(x.numpy(), m.numpy()) for x, m in loader]
+    masks = np.concatenate([m for _, m in got])
+    assert masks.shape == (9, 48, 64, 4)
+    for i in range(9):
+        np.testing.assert_array_equal(masks[i], truth[ds.path_of(i)])
+
+
+def test_image_without_a_row_or_row_without_an_image_fails_clearly(clouds, workdir):
+    images, csv, truth = clouds
+    make_images(images / "extra", 1, seed=7)  # extra/sub/img0000.jpg has no row
+    csv.write_text(csv.read_text() + "gone.jpg_Fish,1 5\n")
+    proc = snakemake(workdir, check=False, images_dir=images, labels=csv)
+    assert proc.returncode != 0
+    assert f"labels '{csv}': 1 images have no row (first: extra/sub/img0000.jpg);" in proc.stdout
+    assert "1 rows name images not in images_dir (first: gone.jpg); fix the CSV or set on_error: skip" in proc.stdout
+    assert jobs_run(proc.stdout, "decode_shard") == 0
+
+
+def test_with_skip_an_unlabelled_image_is_left_out_and_recorded(clouds, workdir):
+    images, csv, truth = clouds
+    make_images(images / "extra", 1, seed=7)
+    csv.write_text(csv.read_text() + "gone.jpg_Fish,1 5\n")
+    proc = snakemake(workdir, images_dir=images, labels=csv, on_error="skip", shards=2)
+    assert "warning: labels" in proc.stdout and "(first: gone.jpg)" in proc.stdout
+    ds = read_dataset(workdir / "results/dataset.h5")
+    assert sorted(ds["paths"]) == sorted(truth)
+    with h5py.File(workdir / "results/dataset.h5") as f:
+        skipped = dict(zip(f["skipped/paths"].asstr()[()], f["skipped/reasons"].asstr()[()]))
+    assert skipped == {"extra/sub/img0000.jpg": f"no row in labels {csv}"}
+
+
+def test_changing_one_images_labels_redoes_only_its_shard(clouds, workdir):
+    images, csv, truth = clouds
+    snakemake(workdir, images_dir=images, labels=csv, shards=3)
+    rel = sorted(truth)[4]
+    truth[rel] = random_masks(99)
+    write_clouds_csv(csv, truth)
+    proc = snakemake(workdir, images_dir=images, labels=csv, shards=3)
+    assert jobs_run(proc.stdout, "decode_shard") == 1
+    assert f"wildcards: shard={shard_of(rel, 3):03d}" in proc.stdout
+    with h5py.File(workdir / "results/dataset.h5") as f:
+        i = list(f["paths"].asstr()[()]).index(rel)
+        np.testing.assert_array_equal(f["masks"][i], truth[rel])
