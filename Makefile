@@ -22,14 +22,15 @@ $(BIN)/.dev: requirements-dev.txt $(BIN)/.runtime
 venv: $(BIN)/.runtime
 
 $(DEMO)/.complete: imgshard/demo.py | $(BIN)/.runtime
-	$(BIN)/python -m imgshard.demo $(DEMO) --count $(DEMO_COUNT)
+	$(BIN)/python -m imgshard.demo $(DEMO) --count $(DEMO_COUNT) --labels demo/train.csv
 	touch $@
 
 demo: $(DEMO)/.complete
 
+# The demo's masks come from its generated train.csv (Understanding Clouds format).
 run: $(BIN)/.runtime $(DEMO)/.complete
-	$(BIN)/snakemake --cores $(CORES)
-	$(BIN)/snakemake --cores $(CORES) verify
+	$(BIN)/snakemake --cores $(CORES) --config labels=demo/train.csv
+	$(BIN)/snakemake --cores $(CORES) verify --config labels=demo/train.csv
 
 test: $(BIN)/.dev
 	$(BIN)/python -m pytest

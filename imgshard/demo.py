@@ -1,6 +1,6 @@
 """A deterministic demo image set shaped like Kaggle's "Understanding Clouds" (1400x2100 RGB JPEGs).
 
-    python -m imgshard.demo demo/images --count 36
+    python -m imgshard.demo demo/images --count 36 --labels demo/train.csv
 
 Each image is fractal noise thresholded into cloud fields over a dark ocean,
 with the black no-data swath the real satellite mosaics have. The same seed
@@ -56,6 +56,27 @@ def write_demo(
     return names
 
 
+CLASSES = ("Fish", "Flower", "Gravel", "Sugar")
+
+
+def write_labels(csv_path: str, names: list[str], height: int = HEIGHT, width: int = WIDTH, seed: int = 2019) -> None:
+    """A train.csv in the Understanding Clouds format: for each image, a few classes, each a box."""
+    from .labels import rle_encode
+
+    lines = ["Image_Label,EncodedPixels"]
+    for i, name in enumerate(names):
+        rng = np.random.default_rng(seed * 7 + i)
+        for cls in CLASSES:
+            mask = np.zeros((height, width), np.uint8)
+            if rng.random() < 0.5:
+                h, w = int(rng.uniform(0.2, 0.5) * height), int(rng.uniform(0.2, 0.5) * width)
+                y, x = int(rng.integers(0, height - h)), int(rng.integers(0, width - w))
+                mask[y : y + h, x : x + w] = 1
+            lines.append(f"{name}_{cls},{rle_encode(mask)}")
+    with open(csv_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder")
@@ -63,9 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--height", type=int, default=HEIGHT)
     parser.add_argument("--width", type=int, default=WIDTH)
     parser.add_argument("--seed", type=int, default=2019)
+    parser.add_argument("--labels", help="also write masks for them to this CSV (Understanding Clouds format)")
     args = parser.parse_args(argv)
     names = write_demo(args.folder, args.count, args.height, args.width, args.seed)
     print(f"wrote {len(names)} demo images of {args.height}x{args.width} to {args.folder}")
+    if args.labels:
+        write_labels(args.labels, names, args.height, args.width, args.seed)
+        print(f"wrote their masks ({', '.join(CLASSES)}) to {args.labels}")
 
 
 if __name__ == "__main__":
