@@ -150,3 +150,26 @@ def test_changing_one_images_labels_redoes_only_its_shard(clouds, workdir):
     with h5py.File(workdir / "results/dataset.h5") as f:
         i = list(f["paths"].asstr()[()]).index(rel)
         np.testing.assert_array_equal(f["masks"][i], truth[rel])
+
+
+def test_training_example_runs_two_steps(clouds, workdir):
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    images, csv, _ = clouds
+    snakemake(workdir, images_dir=images, labels=csv, shards=2)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples/train_clouds.py"), str(workdir / "results/dataset.h5"), "--steps", "2"]
+        + ["--downsample", "2"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["step 1", "step 2"]
+    assert "classes Fish, Flower, Gravel, Sugar" in lines[0] and "nan" not in proc.stdout
