@@ -28,6 +28,7 @@ except WorkflowError:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/gather.smk"
+include: "workflow/rules/stats.smk"
 include: "workflow/rules/verify.smk"
 
 
@@ -35,3 +36,4 @@ rule all:
     default_target: True
     input:
         config["output"],
+        STATS,

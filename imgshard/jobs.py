@@ -118,8 +118,56 @@ def decode_shard_job(smk) -> None:
         "total": round(result.seconds, 3),
     }
     print(f"timings {json.dumps(timings)}", file=sys.stderr)
+    write_json(smk.output.stats, shard_stats(shard, sources, smk.output.shard, result, timings))
     for path, reason in result.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+
+
+def shard_stats(shard: int, sources: list[str], shard_file: str, result, timings: dict) -> dict:
+    """One shard's stats file: counts, every skip with its reason, timings and bytes (as img2dataset keeps them)."""
+    reasons: dict[str, int] = {}
+    for _, reason in result.skipped:
+        key = reason.split(" (")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    return {
+        "shard": shard,
+        "images": len(result.paths),
+        "skipped": len(result.skipped),
+        "skipped_by_reason": reasons,
+        "seconds": round(result.seconds, 3),
+        "images_per_s": round(len(result.paths) / result.seconds, 2) if result.seconds else 0.0,
+        "timings": timings,
+        "source_bytes": sum(os.path.getsize(p) for p in sources),
+        "shard_bytes": os.path.getsize(shard_file),
+    }
+
+
+def write_json(path: str, data) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def stats_job(smk) -> None:
+    shards = []
+    for path in smk.input.shards:
+        with open(path) as f:
+            shards.append(json.load(f))
+    totals = {
+        key: sum(s[key] for s in shards) for key in ("images", "skipped", "seconds", "source_bytes", "shard_bytes")
+    }
+    totals["seconds"] = round(totals["seconds"], 3)
+    totals["images_per_s"] = round(totals["images"] / totals["seconds"], 2) if totals["seconds"] else 0.0
+    totals["dataset_bytes"] = os.path.getsize(smk.input.dataset)
+    reasons: dict[str, int] = {}
+    for s in shards:
+        for reason, count in s["skipped_by_reason"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    totals["skipped_by_reason"] = reasons
+    write_json(smk.output.stats, {"dataset": smk.input.dataset, "totals": totals, "shards": shards})
+    print(f"stats: {totals['images']} images in {len(shards)} shards, {totals['images_per_s']} images/s", file=sys.stderr)
 
 
 def gather_job(smk) -> None:

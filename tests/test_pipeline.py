@@ -72,7 +72,13 @@ def test_runs_from_another_directory_with_relative_config_paths(tmp_path):
     (run / "my.yaml").write_text("images_dir: pics\noutput: out/ds.h5\nshards: 2\n")
     snakemake(run, "--configfile", str(run / "my.yaml"))
     assert (run / "out/ds.h5").is_file()
-    assert sorted(p.name for p in (run / "out/ds.shards").iterdir()) == ["shard-000.h5", "shard-001.h5"]
+    assert sorted(p.name for p in (run / "out/ds.shards").iterdir()) == [
+        "shard-000.h5",
+        "shard-000.json",
+        "shard-001.h5",
+        "shard-001.json",
+    ]
+    assert (run / "out/stats.json").is_file()
     assert (run / "logs/gather.log").is_file() and (run / ".snakemake").is_dir()
     assert not (REPO / "out").exists()
     assert len(read_dataset(run / "out/ds.h5")["paths"]) == 5
@@ -81,7 +87,7 @@ def test_runs_from_another_directory_with_relative_config_paths(tmp_path):
 def test_every_rule_writes_its_log(images, workdir):
     snakemake(workdir, images_dir=images, shards=2)
     logs = sorted(str(p.relative_to(workdir)) for p in (workdir / "logs").rglob("*.log"))
-    assert logs == ["logs/decode_shard/000.log", "logs/decode_shard/001.log", "logs/gather.log"]
+    assert logs == ["logs/decode_shard/000.log", "logs/decode_shard/001.log", "logs/gather.log", "logs/stats.log"]
     summary = (workdir / "logs/decode_shard/000.log").read_text()
     assert "shard 0: " in summary and "images/s" in summary
 
@@ -104,3 +110,18 @@ def test_shard_script_under_spawn_and_forkserver(images, workdir, start_method):
     assert len(ds["paths"]) == 12
     for i, rel in enumerate(ds["paths"]):
         np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel))
+
+
+def test_stats_sum_the_shards_stats(tmp_path, workdir):
+    images = tmp_path / "images"
+    make_images(images, 7)
+    (images / "broken.jpg").write_bytes(b"")
+    snakemake(workdir, images_dir=images, shards=3, on_error="skip")
+    stats = json.loads((workdir / "results/stats.json").read_text())
+    assert [s["shard"] for s in stats["shards"]] == [0, 1, 2]
+    assert stats["totals"]["images"] == 7 == sum(s["images"] for s in stats["shards"])
+    assert stats["totals"]["skipped_by_reason"] == {"empty file": 1}
+    assert stats["totals"]["source_bytes"] == sum(p.stat().st_size for p in images.rglob("*.jpg"))
+    for s in stats["shards"]:
+        assert set(s["timings"]) == {"startup", "decode_wait", "write", "total"}
+        assert s["shard_bytes"] == (workdir / f"results/dataset.shards/shard-{s['shard']:03d}.h5").stat().st_size

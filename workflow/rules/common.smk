@@ -31,6 +31,7 @@ SHARDS = assign(IMAGES, config["shards"])
 SHARD_NAMES = [shard_name(i, config["shards"]) for i in range(config["shards"])]
 # Shards live beside the dataset: a virtual dataset refers to them by relative path.
 SHARD_DIR = os.path.splitext(config["output"])[0] + ".shards"
+STATS = os.path.join(os.path.dirname(config["output"]), "stats.json")
 WORKERS = resolve_workers(config["workers"])
 
 
@@ -50,6 +51,10 @@ def get_labels_digest(wildcards):
 
 def get_shard_files(wildcards):
     return expand(f"{SHARD_DIR}/shard-{{shard}}.h5", shard=SHARD_NAMES)
+
+
+def get_shard_stats(wildcards):
+    return expand(f"{SHARD_DIR}/shard-{{shard}}.json", shard=SHARD_NAMES)
 
 
 def get_pixel_params():

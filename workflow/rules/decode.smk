@@ -4,6 +4,7 @@ rule decode_shard:
         labels=get_labels_file,
     output:
         shard=f"{SHARD_DIR}/shard-{{shard}}.h5",
+        stats=f"{SHARD_DIR}/shard-{{shard}}.json",
     log:
         "logs/decode_shard/{shard}.log",
     wildcard_constraints:
