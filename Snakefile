@@ -18,6 +18,9 @@ from imgshard.config import normalize, schema_error
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
 try:
     validate(normalize(config), SCHEMA, set_default=True)
@@ -29,6 +32,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/gather.smk"
 include: "workflow/rules/stats.smk"
+include: "workflow/rules/report.smk"
 include: "workflow/rules/verify.smk"
 
 
@@ -37,3 +41,4 @@ rule all:
     input:
         config["output"],
         STATS,
+        rules.figures.output,

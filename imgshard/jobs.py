@@ -204,3 +204,12 @@ def verify_job(smk) -> None:
     summary = f"imgshard: verify: {dataset}: all {report.checked} images match their sources"
     print(summary, file=sys.stderr)
     print(summary)
+
+
+def figures_job(smk) -> None:
+    from .figures import contact_sheet, stats_table, throughput_chart
+
+    shown = contact_sheet(smk.input.dataset, smk.output.contact_sheet)
+    throughput_chart(smk.input.stats, smk.output.throughput)
+    stats_table(smk.input.stats, smk.output.table)
+    print(f"figures: contact sheet of {len(shown)} images: {', '.join(shown)}", file=sys.stderr)

@@ -32,6 +32,7 @@ SHARD_NAMES = [shard_name(i, config["shards"]) for i in range(config["shards"])]
 # Shards live beside the dataset: a virtual dataset refers to them by relative path.
 SHARD_DIR = os.path.splitext(config["output"])[0] + ".shards"
 STATS = os.path.join(os.path.dirname(config["output"]), "stats.json")
+REPORT_DIR = os.path.join(os.path.dirname(config["output"]), "report")
 WORKERS = resolve_workers(config["workers"])
 
 
