@@ -87,7 +87,13 @@ def test_runs_from_another_directory_with_relative_config_paths(tmp_path):
 def test_every_rule_writes_its_log(images, workdir):
     snakemake(workdir, images_dir=images, shards=2)
     logs = sorted(str(p.relative_to(workdir)) for p in (workdir / "logs").rglob("*.log"))
-    assert logs == ["logs/decode_shard/000.log", "logs/decode_shard/001.log", "logs/gather.log", "logs/stats.log"]
+    assert logs == [
+        "logs/decode_shard/000.log",
+        "logs/decode_shard/001.log",
+        "logs/figures.log",
+        "logs/gather.log",
+        "logs/stats.log",
+    ]
     summary = (workdir / "logs/decode_shard/000.log").read_text()
     assert "shard 0: " in summary and "images/s" in summary
 
