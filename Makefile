@@ -7,7 +7,7 @@ CORES ?= all
 DEMO := demo/images
 DEMO_COUNT ?= 36
 
-.PHONY: run test lint bench demo venv clean
+.PHONY: run test lint bench demo venv clean slurm-up slurm-down test-slurm
 
 # A stamp per requirements file: editing one reinstalls.
 $(BIN)/.runtime: requirements.txt
@@ -42,6 +42,21 @@ lint: $(BIN)/.dev $(DEMO)/.complete
 # 512 full-size images against serial, pool and the decode limit: benchmarks/results/.
 bench: $(BIN)/.dev
 	$(BIN)/python -m benchmarks.bench
+
+$(BIN)/.slurm: requirements-slurm.txt $(BIN)/.dev
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-slurm.txt
+	touch $@
+
+# A single-node SLURM cluster on this machine (root: installs Debian's slurm and munge if missing).
+slurm-up:
+	bash cluster/slurm-up.sh
+
+slurm-down:
+	bash cluster/slurm-down.sh
+
+# The pipeline through that cluster, compared with a local build.
+test-slurm: $(BIN)/.slurm slurm-up
+	$(BIN)/python -m pytest -m slurm tests/slurm
 
 clean:
 	rm -rf results logs .snakemake

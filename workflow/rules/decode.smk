@@ -14,6 +14,9 @@ rule decode_shard:
     threads: WORKERS
     resources:
         shm_mb=config["shm_budget_mb"],
+        # On a cluster: the buffers (shm counts as the job's memory there) plus
+        # the processes themselves.
+        mem_mb=config["shm_budget_mb"] + 2048,
     params:
         images_dir=config["images_dir"],
         pixels=get_pixel_params(),
