@@ -11,7 +11,7 @@ from imgshard.decode import decode_shard
 from imgshard.errors import ImgshardError
 from imgshard.geometry import Geometry
 from imgshard.header import header_of
-from tests.conftest import jobs_run, make_images, read_dataset, reference_pixels, snakemake
+from tests.conftest import make_images, read_dataset, reference_pixels, snakemake
 from tests.images import broken_files, every_format, smooth_rgb, write
 
 import cv2

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 
-import cv2
 import h5py
 import numpy as np
 import pytest
