@@ -53,7 +53,7 @@ def _fail(terminal, message: str, status: int = 1) -> None:
     sys.exit(status)
 
 
-def geometry_of(pixels: dict):
+def geometry_from_params(pixels: dict):
     from .geometry import Geometry
 
     return Geometry(*pixels["shape"], resize=pixels["resize"], pad_value=pixels["pad_value"])
@@ -93,7 +93,7 @@ def decode_shard_job(smk) -> None:
         sources,
         relpaths,
         smk.output.shard,
-        geometry_of(smk.params.pixels),
+        geometry_from_params(smk.params.pixels),
         shard=shard,
         workers=smk.threads,
         shm_budget_mb=smk.resources.shm_mb,

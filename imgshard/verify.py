@@ -43,7 +43,7 @@ class Report:
         return out + [f"error: {e}" for e in self.errors]
 
 
-def geometry_of(f: h5py.File) -> Geometry:
+def stored_geometry(f: h5py.File) -> Geometry:
     """The geometry the dataset was built with, from its own attributes."""
     height, width = f[IMAGES].shape[1:3]
     config = json.loads(f.attrs.get("config", "{}"))
@@ -58,7 +58,7 @@ _state: dict = {}
 def _check(dataset: str, images_dir: str, index: int, rel: str, sha256: str) -> tuple[str, str | None]:
     if _state.get("path") != dataset:
         f = h5py.File(dataset, "r")
-        _state.update(path=dataset, file=f, geometry=geometry_of(f))
+        _state.update(path=dataset, file=f, geometry=stored_geometry(f))
     f, geometry = _state["file"], _state["geometry"]
     row = np.empty((geometry.height, geometry.width, 3), np.uint8)
     digest, _, error = decode_into(os.path.join(images_dir, rel), row, geometry)
