@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
-DEMO := demo/images
-DEMO_COUNT ?= 36
+DEMO := demo
+DEMO_TRAIN ?= 36
+DEMO_TEST ?= 12
 
 .PHONY: run test lint bench demo venv clean slurm-up slurm-down test-slurm
 
@@ -22,15 +23,16 @@ $(BIN)/.dev: requirements-dev.txt $(BIN)/.runtime
 venv: $(BIN)/.runtime
 
 $(DEMO)/.complete: imgshard/demo.py | $(BIN)/.runtime
-	$(BIN)/python -m imgshard.demo $(DEMO) --count $(DEMO_COUNT) --labels demo/train.csv
+	rm -rf $(DEMO)/train_images $(DEMO)/test_images
+	$(BIN)/python -m imgshard.demo $(DEMO) --train $(DEMO_TRAIN) --test $(DEMO_TEST)
 	touch $@
 
 demo: $(DEMO)/.complete
 
-# The demo's masks come from its generated train.csv (Understanding Clouds format).
+# demo.yaml: a train set with masks (its train.csv, Understanding Clouds format) and a test set without.
 run: $(BIN)/.runtime $(DEMO)/.complete
-	$(BIN)/snakemake --cores $(CORES) --config labels=demo/train.csv
-	$(BIN)/snakemake --cores $(CORES) verify --config labels=demo/train.csv
+	$(BIN)/snakemake --cores $(CORES) --configfile demo.yaml
+	$(BIN)/snakemake --cores $(CORES) verify --configfile demo.yaml
 
 test: $(BIN)/.dev
 	$(BIN)/python -m pytest

@@ -1,6 +1,7 @@
 # imgshard: a folder of images -> hash-sharded parallel decode into shared memory
 # -> one HDF5 shard file per shard -> one dataset. See README.md.
 import os
+import re
 import sys
 
 from snakemake.utils import min_version, validate
@@ -29,6 +30,13 @@ except WorkflowError:
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(re.escape(name) for name in DATASETS),
+    shard=r"\d+",
+
+
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/gather.smk"
 include: "workflow/rules/stats.smk"
@@ -39,6 +47,6 @@ include: "workflow/rules/verify.smk"
 rule all:
     default_target: True
     input:
-        config["output"],
-        STATS,
-        rules.figures.output,
+        [DATASETS[name].output for name in DATASETS],
+        expand(f"{RESULTS}{{dataset}}.stats.json", dataset=DATASETS),
+        expand(rules.figures.output, dataset=DATASETS),

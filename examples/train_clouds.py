@@ -1,6 +1,6 @@
 """Train a tiny segmentation CNN for a few steps on an imgshard dataset with masks (the demo's, by default).
 
-    python examples/train_clouds.py results/dataset.h5 --steps 20
+    python examples/train_clouds.py results/train.h5 --steps 20
 
 It shows the three lines that matter (dataset, loader, loop) with torch, which
 is an optional extra: imgshard itself never imports it.
@@ -40,7 +40,7 @@ class Downsample:
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", nargs="?", default="results/dataset.h5")
+    parser.add_argument("dataset", nargs="?", default="results/train.h5")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)

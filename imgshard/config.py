@@ -19,11 +19,27 @@ def resolve_workers(workers: int | str) -> int:
 
 
 def normalize(config: dict) -> dict:
-    """Undo what ``--config`` does to lists: ``image_size=[256,256]`` arrives as strings."""
-    size = config.get("image_size")
-    if isinstance(size, list) and all(isinstance(v, str) and v.strip().isdigit() for v in size):
-        config["image_size"] = [int(v) for v in size]
+    """Undo what ``--config`` does to values: ``image_size=[256,256]`` arrives as strings, so may ``reducing_gap=3``."""
+    for settings in [config, *(config.get("datasets") or {}).values()]:
+        if not isinstance(settings, dict):
+            continue
+        size = settings.get("image_size")
+        if isinstance(size, list) and all(isinstance(v, str) and v.strip().isdigit() for v in size):
+            settings["image_size"] = [int(v) for v in size]
+        gap = settings.get("reducing_gap")
+        if isinstance(gap, str):
+            try:
+                settings["reducing_gap"] = float(gap)
+            except ValueError:
+                pass  # the schema names it
     return config
+
+
+def schema_defaults(schema_path: str) -> dict:
+    """The default of every top-level key, as the schema gives it."""
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    return {key: spec.get("default") for key, spec in schema["properties"].items()}
 
 
 def schema_error(config: dict, schema_path: str) -> ImgshardError:
@@ -37,10 +53,13 @@ def schema_error(config: dict, schema_path: str) -> ImgshardError:
         # An error inside oneOf names one branch ("not of type integer"); the
         # oneOf itself can say every allowed form.
         error = error.parent
-    if error.validator == "additionalProperties":
-        known = ", ".join(sorted(schema["properties"]))
-        return ImgshardError(f"config: {error.message} (known keys: {known})")
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        known = ", ".join(sorted(error.schema.get("properties", {})))
+        where = f" in {key}" if error.absolute_path else ""
+        return ImgshardError(f"config: {error.message}{where} (known keys: {known})")
+    if error.validator == "required":
+        return ImgshardError(f"config: {key}: {error.message}")
     allowed = error.schema.get("description") or ""
     if error.validator in ("enum", "oneOf") or not allowed:
         allowed = _allowed(error.schema)

@@ -1,6 +1,9 @@
 """A deterministic demo image set shaped like Kaggle's "Understanding Clouds" (1400x2100 RGB JPEGs).
 
-    python -m imgshard.demo demo/images --count 36 --labels demo/train.csv
+    python -m imgshard.demo demo --train 36 --test 12
+
+writes demo/train_images/ with their masks in demo/train.csv, and
+demo/test_images/ without labels, as the competition's data comes.
 
 Each image is fractal noise thresholded into cloud fields over a dark ocean,
 with the black no-data swath the real satellite mosaics have. The same seed
@@ -79,18 +82,22 @@ def write_labels(csv_path: str, names: list[str], height: int = HEIGHT, width: i
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder")
-    parser.add_argument("--count", type=int, default=36)
+    parser.add_argument("folder", help="gets train_images/, train.csv and test_images/")
+    parser.add_argument("--train", type=int, default=36, help="labelled images")
+    parser.add_argument("--test", type=int, default=12, help="images without labels")
     parser.add_argument("--height", type=int, default=HEIGHT)
     parser.add_argument("--width", type=int, default=WIDTH)
     parser.add_argument("--seed", type=int, default=2019)
-    parser.add_argument("--labels", help="also write masks for them to this CSV (Understanding Clouds format)")
     args = parser.parse_args(argv)
-    names = write_demo(args.folder, args.count, args.height, args.width, args.seed)
-    print(f"wrote {len(names)} demo images of {args.height}x{args.width} to {args.folder}")
-    if args.labels:
-        write_labels(args.labels, names, args.height, args.width, args.seed)
-        print(f"wrote their masks ({', '.join(CLASSES)}) to {args.labels}")
+    train = os.path.join(args.folder, "train_images")
+    names = write_demo(train, args.train, args.height, args.width, args.seed)
+    labels = os.path.join(args.folder, "train.csv")
+    write_labels(labels, names, args.height, args.width, args.seed)
+    print(f"wrote {len(names)} demo images of {args.height}x{args.width} to {train}, their masks ({', '.join(CLASSES)}) to {labels}")
+    # Other image seeds than the train set's: the test images are new scenes.
+    test = os.path.join(args.folder, "test_images")
+    names = write_demo(test, args.test, args.height, args.width, args.seed, first=args.train)
+    print(f"wrote {len(names)} demo images without labels to {test}")
 
 
 if __name__ == "__main__":

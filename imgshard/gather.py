@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import ImgshardError
 from .write import (
+    CLASS_COUNTS,
     IMAGES,
     LABELS,
     MASKS,
@@ -23,7 +24,9 @@ from .write import (
     write_labels,
     read_index,
     read_skipped,
+    target_of,
     temp_name,
+    ensure_space,
     write_attrs,
     write_index,
     write_skipped,
@@ -81,12 +84,15 @@ def gather(
     total = sum(counts)
     out_dir = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(out_dir, exist_ok=True)
+    # A copy holds every stored byte of the shards again; a virtual dataset only their index.
+    ensure_space(out_path, sum(os.path.getsize(p) for p in shard_files) if mode == "copy" else 0)
     tmp = temp_name(out_path)
     paths: list[str] = []
     sha256: list[str] = []
     sizes: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
     labels: list[np.ndarray] = []
+    class_counts = 0
     try:
         with h5py.File(tmp, "w") as out:
             with h5py.File(shard_files[0], "r") as first:
@@ -108,6 +114,9 @@ def gather(
                     skipped += read_skipped(src)
                     if LABELS in src:
                         labels.append(src[LABELS][()])
+                    counted = target_of(src)
+                    if counted is not None and CLASS_COUNTS in counted.attrs:
+                        class_counts = class_counts + counted.attrs[CLASS_COUNTS]
                     for name, target in targets.items():
                         if not count:
                             continue
@@ -125,6 +134,8 @@ def gather(
                     target.attrs["classes"] = classes
             if labels:
                 write_labels(out, np.concatenate(labels), classes)
+            if target_of(out) is not None:
+                target_of(out).attrs[CLASS_COUNTS] = np.zeros(len(classes), np.int64) + class_counts
             write_index(out, paths, sha256, np.concatenate(sizes) if sizes else np.zeros((0, 2)))
             write_skipped(out, skipped + list(left_out))
             write_attrs(out, {"gather": mode, **(attrs or {})})

@@ -23,6 +23,11 @@ class Geometry:
     width: int
     resize: str | None = None  # None: images are stored as decoded and must all be height x width
     pad_value: int = 0
+    # Decode a JPEG at 1/2, 1/4 or 1/8 only while the result stays at least this
+    # many times the box (Pillow's ``reducing_gap``): reducing right down to the
+    # box leaves the final resize too little to average, and costs detail.
+    # None: never reduce.
+    reducing_gap: float | None = 2.0
     reference: str = ""  # with resize None: the image that set the size, for error messages
 
     @property
@@ -39,9 +44,12 @@ class Geometry:
         return sy, sx
 
     def reduction(self, size: tuple[int, int]) -> int:
-        """The largest JPEG DCT reduction (8, 4, 2) that still leaves at least the box's pixels; 1 for none."""
+        """The largest JPEG DCT reduction (8, 4, 2) that leaves at least ``reducing_gap`` times the box's pixels; 1 for none."""
+        if self.reducing_gap is None:
+            return 1
         sy, sx = self.scales(size)
-        return next((f for f in REDUCTIONS if sy <= 1 / f and sx <= 1 / f), 1)
+        gap = self.reducing_gap
+        return next((f for f in REDUCTIONS if sy * gap <= 1 / f and sx * gap <= 1 / f), 1)
 
     def place(
         self,

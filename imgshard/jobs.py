@@ -6,13 +6,14 @@ arguments and no Snakemake at all.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import sys
 import traceback
 
-from .errors import ImgshardError
+from .errors import DiskFull, ImgshardError
 
 
 class Interrupted(BaseException):
@@ -38,8 +39,17 @@ def run_job(log_path: str, func, *args) -> None:
     signal.signal(signal.SIGINT, _interrupt)
     try:
         func(*args)
+    except DiskFull as e:
+        # Every finally has run (temporary files and shared memory are gone), but
+        # HDF5 may crash freeing a file whose write failed (h5py#914): skip finalizing.
+        _fail(terminal, f"imgshard: {e}", leave=os._exit)
     except ImgshardError as e:
         _fail(terminal, f"imgshard: {e}")
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            traceback.print_exc()
+            _fail(terminal, f"imgshard: unexpected error, traceback in {log_path}")
+        _fail(terminal, f"imgshard: {e.filename or log_path}: disk full (No space left on device)")
     except Interrupted as e:
         _fail(terminal, f"imgshard: interrupted by {e}; outputs and shared memory removed", status=130)
     except Exception:
@@ -47,16 +57,16 @@ def run_job(log_path: str, func, *args) -> None:
         _fail(terminal, f"imgshard: unexpected error, traceback in {log_path}")
 
 
-def _fail(terminal, message: str, status: int = 1) -> None:
-    print(message, file=sys.stderr)
-    print(message, file=terminal)
-    sys.exit(status)
+def _fail(terminal, message: str, status: int = 1, leave=sys.exit) -> None:
+    print(message, file=sys.stderr, flush=True)
+    print(message, file=terminal, flush=True)
+    leave(status)
 
 
 def geometry_from_params(pixels: dict):
     from .geometry import Geometry
 
-    return Geometry(*pixels["shape"], resize=pixels["resize"], pad_value=pixels["pad_value"])
+    return Geometry(*pixels["shape"], resize=pixels["resize"], pad_value=pixels["pad_value"], reducing_gap=pixels["reducing_gap"])
 
 
 def seconds_since_process_start() -> float:
@@ -180,7 +190,14 @@ def gather_job(smk) -> None:
         tuple(pixels["shape"]),
         mode=smk.params.mode,
         compression=pixels["compression"],
-        attrs={"config": smk.params.config, "resize": pixels["resize"] or "none", "image_shape": pixels["shape"]},
+        attrs={
+            "config": smk.params.config,
+            "resize": pixels["resize"] or "none",
+            "image_shape": pixels["shape"],
+            # Where the sources were, so `imgshard verify` finds them from any directory.
+            "images_dir": os.path.abspath(smk.params.config["images_dir"]),
+            "image_list": os.path.abspath(smk.params.config["image_list"]) if smk.params.config["image_list"] else "",
+        },
         left_out=[tuple(p) for p in smk.params.left_out],
     )
     summary = (
@@ -195,15 +212,21 @@ def gather_job(smk) -> None:
 
 
 def verify_job(smk) -> None:
-    from .verify import verify_or_fail
+    from .verify import verify
 
-    dataset = smk.params.dataset
-    if not os.path.isfile(dataset):
-        raise ImgshardError(f"verify: {dataset} does not exist; build it first (snakemake --cores N)")
-    report = verify_or_fail(dataset, smk.params.images_dir, list(smk.params.images), smk.threads)
-    summary = f"imgshard: verify: {dataset}: all {report.checked} images match their sources"
-    print(summary, file=sys.stderr)
-    print(summary)
+    failed = []
+    for dataset, images_dir, images in smk.params.datasets:
+        if not os.path.isfile(dataset):
+            raise ImgshardError(f"verify: {dataset} does not exist; build it first (snakemake --cores N)")
+        report = verify(dataset, images_dir, list(images), smk.threads)
+        if report.problems:
+            failed.append(report.failure(dataset, images_dir))
+            continue
+        summary = f"imgshard: verify: {dataset}: all {report.checked} images match their sources"
+        print(summary, file=sys.stderr)
+        print(summary)
+    if failed:
+        raise ImgshardError("\n".join(failed))
 
 
 def figures_job(smk) -> None:

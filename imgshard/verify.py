@@ -42,13 +42,19 @@ class Report:
         out += [f"pixels: {p} (decodes to other pixels than stored)" for p in self.pixels]
         return out + [f"error: {e}" for e in self.errors]
 
+    def failure(self, dataset: str, images_dir: str) -> str:
+        listing = "\n".join(self.lines())
+        return f"verify: {dataset} does not match {images_dir}: {self.problems} problems\n{listing}"
+
 
 def stored_geometry(f: h5py.File) -> Geometry:
     """The geometry the dataset was built with, from its own attributes."""
     height, width = f[IMAGES].shape[1:3]
     config = json.loads(f.attrs.get("config", "{}"))
     resize = None if config.get("image_size") is None else config.get("resize", "stretch")
-    return Geometry(int(height), int(width), resize=resize, pad_value=int(config.get("pad_value", 0)))
+    # Datasets built before reducing_gap existed reduced as far as the box allowed: a gap of 1.
+    gap = config.get("reducing_gap", 1.0)
+    return Geometry(int(height), int(width), resize=resize, pad_value=int(config.get("pad_value", 0)), reducing_gap=gap)
 
 
 # Worker side: each process opens the dataset once, after it starts.
@@ -96,6 +102,5 @@ def verify(dataset: str, images_dir: str, current: list[str], workers: int = 1) 
 def verify_or_fail(dataset: str, images_dir: str, current: list[str], workers: int = 1) -> Report:
     report = verify(dataset, images_dir, current, workers)
     if report.problems:
-        listing = "\n".join(report.lines())
-        raise ImgshardError(f"verify: {dataset} does not match {images_dir}: {report.problems} problems\n{listing}")
+        raise ImgshardError(report.failure(dataset, images_dir))
     return report

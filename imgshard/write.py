@@ -6,15 +6,20 @@ so neither Snakemake nor the gather can ever see half of one.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import json
 import os
+import shutil
 
 import h5py
 import numpy as np
 import psutil
 
 from . import __version__
+from .errors import DiskFull
+from .space import human
 
 IMAGES = "images"
 PATHS = "paths"
@@ -23,6 +28,7 @@ ORIGINAL_SIZE = "original_size"
 SKIPPED = "skipped"  # group: paths and reasons of the images on_error: skip left out
 MASKS = "masks"
 LABELS = "labels"
+CLASS_COUNTS = "class_counts"  # attribute of masks or labels: images per class
 
 
 def mask_compression(compression: str) -> dict:
@@ -30,9 +36,15 @@ def mask_compression(compression: str) -> dict:
     return compression_args("lzf" if compression == "none" else compression)
 
 
-def write_labels(f: h5py.File, values: list[int], classes) -> None:
+def write_labels(f: h5py.File, values: list[int], classes) -> h5py.Dataset:
     ds = f.create_dataset(LABELS, data=np.asarray(values, dtype=np.int64).reshape(-1))
     ds.attrs["classes"] = list(classes)
+    return ds
+
+
+def target_of(f: h5py.File) -> h5py.Dataset | None:
+    """The ``masks`` or ``labels`` dataset of ``f``, if it has one."""
+    return next((f[name] for name in (MASKS, LABELS) if name in f), None)
 
 PATH_DTYPE = h5py.string_dtype("utf-8")
 SHA256_DTYPE = h5py.string_dtype("ascii", 64)
@@ -42,6 +54,29 @@ def compression_args(compression: str) -> dict:
     return {"none": {}, "lzf": {"compression": "lzf"}, "gzip": {"compression": "gzip", "compression_opts": 4}}[
         compression
     ]
+
+
+# Kept free beyond each write's own bytes, for HDF5's metadata (chunk index, attributes).
+SPACE_MARGIN = 1 << 20
+# h5py objects of a file whose write failed for lack of space: never freed, because
+# HDF5 can crash while freeing them (h5py#914). The job exits without finalizing instead.
+_UNSAFE_TO_FREE: list = []
+
+
+def ensure_space(path: str, nbytes: int) -> None:
+    """Raise DiskFull naming ``path`` unless its filesystem has room for ``nbytes`` more."""
+    folder = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(folder).free
+    if nbytes + SPACE_MARGIN > free:
+        raise DiskFull(f"{path}: disk full: {human(nbytes)} more to write, {human(free)} free in {folder}; nothing of it was kept")
+
+
+def disk_full(path: str, error: OSError) -> DiskFull | None:
+    """The one-line error for a write to ``path`` that failed with ENOSPC; None for any other failure."""
+    if error.errno != errno.ENOSPC and "errno = 28," not in str(error):
+        return None
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    return DiskFull(f"{path}: disk full (No space left on device), {human(free)} free; nothing of it was kept")
 
 
 def temp_name(path: str) -> str:
@@ -120,14 +155,30 @@ class ShardWriter:
             )
             self.masks.attrs["classes"] = list(labels.classes)
         self.count = 0
+        self.failed = False
 
     def write(self, buffer: np.ndarray, rows: int, masks: np.ndarray | None = None) -> None:
         """Append the first ``rows`` rows of ``buffer`` (and ``masks``), one write_direct call each."""
         if rows:
-            self.images.write_direct(buffer, np.s_[0:rows], np.s_[self.count : self.count + rows])
-            if self.masks is not None:
-                self.masks.write_direct(masks, np.s_[0:rows], np.s_[self.count : self.count + rows])
+            nbytes = buffer[:rows].nbytes + (masks[:rows].nbytes if masks is not None else 0)
+            ensure_space(self.path, nbytes)
+            with self._space_guard():
+                self.images.write_direct(buffer, np.s_[0:rows], np.s_[self.count : self.count + rows])
+                if self.masks is not None:
+                    self.masks.write_direct(masks, np.s_[0:rows], np.s_[self.count : self.count + rows])
             self.count += rows
+
+    @contextlib.contextmanager
+    def _space_guard(self):
+        """Turn HDF5's ENOSPC (the disk filled after ensure_space looked) into DiskFull."""
+        try:
+            yield
+        except OSError as e:
+            full = disk_full(self.path, e)
+            if full is None:
+                raise
+            self.failed = True
+            raise full from None
 
     def finish(
         self,
@@ -144,14 +195,30 @@ class ShardWriter:
             self.masks.resize(self.count, axis=0)
         if self.labels is not None and self.labels.kind == "labels":
             write_labels(self._file, labels or [], self.labels.classes)
-        write_index(self._file, paths, sha256, sizes)
-        write_skipped(self._file, skipped)
-        write_attrs(self._file, attrs)
-        self._file.close()
+        if self.labels is not None:
+            # Per class, so `imgshard info` can say how many without reading every mask.
+            target_of(self._file).attrs[CLASS_COUNTS] = self.labels.counts(paths)
+        ensure_space(self.path, 0)
+        with self._space_guard():
+            write_index(self._file, paths, sha256, sizes)
+            write_skipped(self._file, skipped)
+            write_attrs(self._file, attrs)
+            self._file.close()
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        if self._file:
-            self._file.close()
+        """Remove the temporary file. Raises DiskFull when closing fails on a full disk."""
+        failure = None
+        if self.failed:
+            # Closing would make HDF5 flush to a full disk, and it may crash doing so.
+            _UNSAFE_TO_FREE.extend([self._file, self.images, self.masks])
+        elif self._file:
+            try:
+                self._file.close()
+            except OSError as e:  # it could not flush what it had cached: the same hazard
+                _UNSAFE_TO_FREE.extend([self._file, self.images, self.masks])
+                failure = disk_full(self.path, e) or e
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+        if failure is not None:
+            raise failure

@@ -44,7 +44,7 @@ def test_empty_folder_is_an_error(tmp_path, workdir):
 
 def test_default_images_dir_missing_points_at_make_demo(workdir):
     proc = snakemake(workdir, check=False)
-    assert "images_dir: 'demo/images' is not a folder (`make demo` writes the demo images" in proc.stdout
+    assert "images_dir: 'demo/train_images' is not a folder (`make demo` writes the demo images" in proc.stdout
 
 
 def test_every_schema_key_has_a_default_in_config_yaml():

@@ -134,11 +134,11 @@ def test_center_crop_covers_and_crops_the_middle(tmp_path):
 
 
 @pytest.mark.parametrize("factor, target", [(2, (700, 1050)), (4, (350, 500)), (8, (160, 250))])
-def test_reduced_jpeg_decode_stays_within_two_grey_levels(tmp_path, factor, target):
+def test_fastest_reduced_jpeg_decode_stays_within_two_grey_levels(tmp_path, factor, target):
     from imgshard.demo import cloud_image
 
     path = write(tmp_path / "cloud.jpg", cloud_image(7), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    geometry = Geometry(*target, resize="stretch")
+    geometry = Geometry(*target, resize="stretch", reducing_gap=1.0)
     assert geometry.reduction(header_of(str(path)).size) == factor
     out, size = decode_one(path, geometry, tmp_path)
     full = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR_RGB), target[::-1], interpolation=cv2.INTER_AREA)
@@ -147,12 +147,25 @@ def test_reduced_jpeg_decode_stays_within_two_grey_levels(tmp_path, factor, targ
 
 
 def test_reduction_needs_every_axis_small_enough():
-    assert Geometry(700, 1050, resize="stretch").reduction((1400, 2100)) == 2
-    assert Geometry(701, 1050, resize="stretch").reduction((1400, 2100)) == 1
-    assert Geometry(100, 1050, resize="stretch").reduction((1400, 2100)) == 2
+    def reduction(height, width, resize="stretch"):
+        return Geometry(height, width, resize=resize, reducing_gap=1.0).reduction((1400, 2100))
+
+    assert reduction(700, 1050) == 2
+    assert reduction(701, 1050) == 1
+    assert reduction(100, 1050) == 2
     # letterbox scales by the smaller factor, center_crop by the larger
-    assert Geometry(350, 2100, resize="letterbox").reduction((1400, 2100)) == 4
-    assert Geometry(350, 2100, resize="center_crop").reduction((1400, 2100)) == 1
+    assert reduction(350, 2100, "letterbox") == 4
+    assert reduction(350, 2100, "center_crop") == 1
+
+
+def test_reducing_gap_keeps_the_decode_that_many_times_the_target():
+    size = (1400, 2100)
+    assert Geometry(350, 525, resize="stretch").reduction(size) == 2  # the default gap: 700x1050 >= 2x
+    assert Geometry(351, 525, resize="stretch").reduction(size) == 1
+    assert Geometry(175, 262, resize="stretch").reduction(size) == 4
+    assert Geometry(350, 525, resize="stretch", reducing_gap=1.0).reduction(size) == 4
+    assert Geometry(175, 262, resize="stretch", reducing_gap=3.0).reduction(size) == 2
+    assert Geometry(10, 10, resize="stretch", reducing_gap=None).reduction(size) == 1
 
 
 def test_resizing_through_the_pipeline_records_how(tmp_path, workdir):

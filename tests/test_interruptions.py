@@ -105,7 +105,7 @@ def test_signal_leaves_no_half_written_file_and_no_shared_memory(slow_images, wo
     assert not (workdir / "results/dataset.h5").exists()
     shard = workdir / "results/dataset.shards/shard-000.h5"
     if group:
-        assert "interrupted by" in (workdir / "logs/decode_shard/000.log").read_text()
+        assert "interrupted by" in (workdir / "logs/decode_shard/dataset/000.log").read_text()
         assert not shard.exists()
     elif shard.exists():  # finished before snakemake stopped: it must be whole
         assert len(read_dataset(shard)["paths"]) == 40

@@ -77,8 +77,8 @@ def test_runs_from_another_directory_with_relative_config_paths(tmp_path):
         "shard-001.h5",
         "shard-001.json",
     ]
-    assert (run / "out/stats.json").is_file()
-    assert (run / "logs/gather.log").is_file() and (run / ".snakemake").is_dir()
+    assert (run / "out/ds.stats.json").is_file()
+    assert (run / "logs/gather/ds.log").is_file() and (run / ".snakemake").is_dir()
     assert not (REPO / "out").exists()
     assert len(read_dataset(run / "out/ds.h5")["paths"]) == 5
 
@@ -87,13 +87,13 @@ def test_every_rule_writes_its_log(images, workdir):
     snakemake(workdir, images_dir=images, shards=2)
     logs = sorted(str(p.relative_to(workdir)) for p in (workdir / "logs").rglob("*.log"))
     assert logs == [
-        "logs/decode_shard/000.log",
-        "logs/decode_shard/001.log",
-        "logs/figures.log",
-        "logs/gather.log",
-        "logs/stats.log",
+        "logs/decode_shard/dataset/000.log",
+        "logs/decode_shard/dataset/001.log",
+        "logs/figures/dataset.log",
+        "logs/gather/dataset.log",
+        "logs/stats/dataset.log",
     ]
-    summary = (workdir / "logs/decode_shard/000.log").read_text()
+    summary = (workdir / "logs/decode_shard/dataset/000.log").read_text()
     assert "shard 0: " in summary and "images/s" in summary
 
 
@@ -122,7 +122,7 @@ def test_stats_sum_the_shards_stats(tmp_path, workdir):
     make_images(images, 7)
     (images / "broken.jpg").write_bytes(b"")
     snakemake(workdir, images_dir=images, shards=3, on_error="skip")
-    stats = json.loads((workdir / "results/stats.json").read_text())
+    stats = json.loads((workdir / "results/dataset.stats.json").read_text())
     assert [s["shard"] for s in stats["shards"]] == [0, 1, 2]
     assert stats["totals"]["images"] == 7 == sum(s["images"] for s in stats["shards"])
     assert stats["totals"]["skipped_by_reason"] == {"empty file": 1}

@@ -3,12 +3,10 @@ rule decode_shard:
         images=get_shard_images,
         labels=get_labels_file,
     output:
-        shard=f"{SHARD_DIR}/shard-{{shard}}.h5",
-        stats=f"{SHARD_DIR}/shard-{{shard}}.json",
+        shard=f"{RESULTS}{{dataset}}.shards/shard-{{shard}}.h5",
+        stats=f"{RESULTS}{{dataset}}.shards/shard-{{shard}}.json",
     log:
-        "logs/decode_shard/{shard}.log",
-    wildcard_constraints:
-        shard=r"\d+",
+        "logs/decode_shard/{dataset}/{shard}.log",
     conda:
         "../../envs/decode_shard.yaml"
     threads: WORKERS
@@ -18,10 +16,10 @@ rule decode_shard:
         # the processes themselves.
         mem_mb=config["shm_budget_mb"] + 2048,
     params:
-        images_dir=config["images_dir"],
-        pixels=get_pixel_params(),
-        on_error=config["on_error"],
-        labels=config["labels"],
+        images_dir=get_images_dir,
+        pixels=get_pixel_params,
+        on_error=get_setting("on_error"),
+        labels=get_setting("labels"),
         labels_digest=get_labels_digest,
         start_method=config["start_method"],
     script:

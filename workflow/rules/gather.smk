@@ -2,15 +2,16 @@ rule gather:
     input:
         shards=get_shard_files,
     output:
-        dataset=config["output"],
+        dataset=f"{RESULTS}{{dataset}}{EXT}",
     log:
-        "logs/gather.log",
+        "logs/gather/{dataset}.log",
     conda:
         "../../envs/gather.yaml"
     params:
-        mode=config["gather"],
-        pixels=get_pixel_params(),
-        config=config,
-        left_out=LEFT_OUT,
+        mode=get_setting("gather"),
+        pixels=get_pixel_params,
+        # The dataset's own settings, recorded in the file: another dataset's never rerun it.
+        config=lambda wildcards: get_dataset(wildcards).settings,
+        left_out=get_left_out,
     script:
         "../../scripts/gather.py"

@@ -1,24 +1,30 @@
-# Figures for `snakemake --report report.html`: what was stored, and how fast.
+# Figures for `snakemake --report report.html`: what was stored, and how fast;
+# one section per dataset.
 rule figures:
     input:
-        dataset=config["output"],
-        stats=STATS,
+        dataset=f"{RESULTS}{{dataset}}{EXT}",
+        stats=f"{RESULTS}{{dataset}}.stats.json",
     output:
         contact_sheet=report(
-            f"{REPORT_DIR}/contact_sheet.png",
+            f"{RESULTS}{{dataset}}.report/contact_sheet.png",
             caption="../report/contact_sheet.rst",
-            category="Dataset",
+            category="{dataset}",
+            subcategory="Dataset",
         ),
         throughput=report(
-            f"{REPORT_DIR}/throughput.png",
+            f"{RESULTS}{{dataset}}.report/throughput.png",
             caption="../report/throughput.rst",
-            category="Speed",
+            category="{dataset}",
+            subcategory="Speed",
         ),
         table=report(
-            f"{REPORT_DIR}/stats.csv", caption="../report/stats.rst", category="Speed"
+            f"{RESULTS}{{dataset}}.report/stats.csv",
+            caption="../report/stats.rst",
+            category="{dataset}",
+            subcategory="Speed",
         ),
     log:
-        "logs/figures.log",
+        "logs/figures/{dataset}.log",
     conda:
         "../../envs/gather.yaml"
     script:

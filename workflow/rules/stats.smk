@@ -2,11 +2,11 @@
 rule stats:
     input:
         shards=get_shard_stats,
-        dataset=config["output"],
+        dataset=f"{RESULTS}{{dataset}}{EXT}",
     output:
-        stats=STATS,
+        stats=f"{RESULTS}{{dataset}}.stats.json",
     log:
-        "logs/stats.log",
+        "logs/stats/{dataset}.log",
     conda:
         "../../envs/gather.yaml"
     script:

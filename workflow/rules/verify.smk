@@ -1,4 +1,4 @@
-# `snakemake verify`: re-read every source and compare it with the dataset.
+# `snakemake verify` checks every dataset; `snakemake verify_<name>` one of them.
 # The dataset is a param, not an input: an input would make Snakemake rebuild
 # it from changed sources first, and verify would check the rebuilt one.
 # No output file, so it runs every time it is asked for, and never by default.
@@ -9,8 +9,22 @@ rule verify:
         "../../envs/verify.yaml"
     threads: WORKERS
     params:
-        dataset=config["output"],
-        images_dir=config["images_dir"],
-        images=IMAGES,
+        datasets=verify_params(DATASETS),
     script:
         "../../scripts/verify.py"
+
+
+for _name in DATASETS:
+
+    rule:
+        name:
+            f"verify_{_name}"
+        log:
+            f"logs/verify_{_name}.log",
+        conda:
+            "../../envs/verify.yaml"
+        threads: WORKERS
+        params:
+            datasets=verify_params([_name]),
+        script:
+            "../../scripts/verify.py"

@@ -1,0 +1,130 @@
+"""Steps 1 and 2 for a whole run: which datasets it builds, their images, labels, size and shards.
+
+A run builds one dataset (``images_dir`` and ``output`` at the top of the
+config) or several (a ``datasets:`` mapping, e.g. ``train`` and ``test``). Each
+dataset of the mapping takes the top-level pixel settings unless it sets its
+own, and is written to ``<results_dir>/<name>.h5`` with its own shard folder,
+stats and report figures, so datasets of one run never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+from .discover import find_images
+from .errors import ImgshardError
+from .labels import Labels, align, read_labels
+from .probe import common_size
+from .shard import assign, shard_name
+
+# What only the single-dataset form sets at the top level; a dataset of the mapping sets its own.
+SINGLE_KEYS = ("images_dir", "image_list", "labels", "output")
+# What a dataset of the mapping may set for itself; the rest of the config is shared.
+PER_DATASET_KEYS = (
+    "images_dir",
+    "image_list",
+    "labels",
+    "shards",
+    "on_error",
+    "gather",
+    "image_size",
+    "resize",
+    "pad_value",
+    "compression",
+    "reducing_gap",
+)
+# Keys that describe the run, not a dataset: left out of the config a dataset records.
+RUN_KEYS = ("datasets", "results_dir", "check_disk_space")
+
+
+@dataclass
+class Dataset:
+    name: str
+    settings: dict  # the effective config of this dataset: shared keys, its overrides, its output
+    images: list[str]  # relative paths to build, sorted
+    labels: Labels | None
+    left_out: list[tuple[str, str]]  # (relative path, reason): no row in the labels, on_error: skip
+    shape: tuple[int, int]  # (height, width) of every stored image
+    shards: list[list[str]]  # relative paths of each shard
+
+    @property
+    def output(self) -> str:
+        return self.settings["output"]
+
+    @property
+    def stem(self) -> str:
+        """``results/train`` for ``results/train.h5``: the shard folder, stats and figures are named after it."""
+        return os.path.splitext(self.output)[0]
+
+    @property
+    def shard_names(self) -> list[str]:
+        return [shard_name(i, len(self.shards)) for i in range(len(self.shards))]
+
+    def sources(self, shard: int) -> list[str]:
+        return [os.path.join(self.settings["images_dir"], p) for p in self.shards[shard]]
+
+    def pixel_params(self) -> dict:
+        """Every setting that changes stored pixels: a change to one redoes every shard of this dataset.
+
+        Nothing else goes here: adding or removing one image must not change them.
+        """
+        s = self.settings
+        resizing = s["image_size"] is not None
+        return {
+            "shape": list(self.shape),
+            "compression": s["compression"],
+            "resize": s["resize"] if resizing else None,
+            "pad_value": s["pad_value"] if resizing else 0,
+            "reducing_gap": s["reducing_gap"] if resizing else None,
+        }
+
+    def labels_digest(self, shard: int) -> str:
+        """Changes exactly when the labels of this shard's images change."""
+        return self.labels.digest(self.shards[shard]) if self.labels else ""
+
+
+def dataset_settings(config: dict, defaults: dict) -> dict[str, dict]:
+    """The effective config of each dataset of the run, by name, from a validated config."""
+    if not config.get("datasets"):
+        name = os.path.splitext(os.path.basename(config["output"]))[0]
+        return {name: {k: v for k, v in config.items() if k not in RUN_KEYS}}
+    for key in SINGLE_KEYS:
+        if config[key] != defaults.get(key):
+            raise ImgshardError(
+                f"config: {key} = {config[key]!r} is set along with datasets;"
+                f" give each dataset its own {key} under datasets: instead"
+            )
+    shared = {k: v for k, v in config.items() if k not in RUN_KEYS and k not in SINGLE_KEYS}
+    return {
+        name: {**shared, "image_list": None, "labels": None, **own, "output": os.path.join(config["results_dir"], f"{name}.h5")}
+        for name, own in config["datasets"].items()
+    }
+
+
+def plan(config: dict, defaults: dict) -> dict[str, Dataset]:
+    """Discover, label, size-check and shard every dataset of the run."""
+    datasets = {}
+    for name, settings in dataset_settings(config, defaults).items():
+        try:
+            datasets[name] = _plan_one(name, settings)
+        except ImgshardError as e:
+            prefix = f"datasets.{name}: " if config.get("datasets") else ""
+            raise ImgshardError(f"{prefix}{e}") from None
+    return datasets
+
+
+def _plan_one(name: str, s: dict) -> Dataset:
+    images = find_images(s["images_dir"], s["image_list"])
+    labels, left_out = None, []
+    if s["labels"]:
+        labels = read_labels(s["labels"])
+        images, left_out, warnings = align(labels, images, s["labels"], s["on_error"])
+        for warning in warnings:
+            print(f"imgshard: warning: {warning}", file=sys.stderr)
+    if s["image_size"] is None:
+        height, width, _ = common_size(s["images_dir"], images)
+    else:
+        height, width = s["image_size"]
+    return Dataset(name, s, images, labels, left_out, (height, width), assign(images, s["shards"]))

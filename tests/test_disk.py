@@ -1,0 +1,102 @@
+"""A full disk: stopped before decoding when clearly too small, one clean line when it fills anyway.
+
+The small disk is a real tmpfs the test mounts, so these run as root (CI does).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from imgshard import shm
+from tests.conftest import REPO, jobs_run, make_images, snakemake
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB filesystem of its own."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def many(tmp_path):
+    """60 images of 120x160: 3.5 MB of pixels, more than the small disk holds."""
+    folder = tmp_path / "many"
+    make_images(folder, 60, height=120, width=160)
+    return folder
+
+
+def leftovers(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_disk_clearly_too_small_stops_the_run_before_decoding(small_disk, many, workdir):
+    before = set(shm.ours())
+    proc = snakemake(workdir, check=False, images_dir=many, output=small_disk / "results/dataset.h5", shards=2)
+    assert proc.returncode != 0
+    assert f"{small_disk}/results/: needs about 3.5 MB, 2.1 MB free" in proc.stdout, proc.stdout[-2000:]
+    assert "check_disk_space: false builds anyway" in proc.stdout
+    assert jobs_run(proc.stdout, "decode_shard") == 0
+    assert leftovers(small_disk) == [] and set(shm.ours()) == before
+
+
+def test_a_disk_that_fills_anyway_is_one_line_naming_the_file_and_leaves_nothing(small_disk, many, workdir):
+    proc = snakemake(
+        workdir, "--keep-going", check=False, images_dir=many, output=small_disk / "dataset.h5", shards=2, check_disk_space=False
+    )
+    assert proc.returncode != 0
+    failures = [ln for ln in proc.stdout.splitlines() if ln.startswith("imgshard: ")]
+    assert failures, proc.stdout[-3000:]
+    for line in failures:
+        assert "dataset.shards/shard-00" in line and ".h5: disk full" in line and "free" in line, line
+    assert "Traceback" not in proc.stdout and "unexpected error" not in proc.stdout
+    # At most one shard fits: whatever failed left no temporary file and no half-written shard.
+    assert [f for f in leftovers(small_disk) if ".tmp-" in f] == []
+    assert len([f for f in leftovers(small_disk) if f.endswith(".h5")]) <= 1
+    assert not (small_disk / "dataset.h5").exists()
+
+
+def test_hdf5_running_into_a_full_disk_is_one_line_and_no_crash(small_disk, tmp_path):
+    """The disk fills between the free-space check and the write (another process, say): HDF5 itself fails.
+
+    HDF5 can crash while freeing a file whose write failed (h5py#914); the job must
+    still end with its one line and status 1, not a segfault, and keep nothing.
+    """
+    out, log = small_disk / "shard-000.h5", tmp_path / "job.log"
+    code = f"""
+import sys
+import numpy as np
+sys.path.insert(0, {str(REPO)!r})
+from imgshard import write
+from imgshard.jobs import run_job
+
+write.SPACE_MARGIN = -(1 << 40)  # the check looks away, as if the disk filled after it looked
+
+
+def fill():
+    writer = write.ShardWriter({str(out)!r}, 100, (120, 160), "none")
+    try:
+        writer.write(np.ones((100, 120, 160, 3), np.uint8), 100)
+        writer.finish([f"{{i}}.jpg" for i in range(100)], ["0" * 64] * 100, np.zeros((100, 2)), [], {{}})
+    except BaseException:
+        writer.abort()
+        raise
+
+
+run_job({str(log)!r}, fill)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().startswith(f"imgshard: {out}: disk full (No space left on device), ")
+    assert proc.stderr.strip().endswith(" free; nothing of it was kept")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert leftovers(small_disk) == []
