@@ -22,23 +22,30 @@ def contact_sheet(dataset: str, out_png: str, count: int = 12, columns: int = 4,
     """A grid of ``count`` images drawn at random, titled with their paths, masks outlined; returns the paths."""
     ds = H5ImageDataset(dataset)
     picks = sorted(np.random.default_rng(seed).choice(len(ds), size=min(count, len(ds)), replace=False))
-    rows = max(1, -(-len(picks) // columns))
+    return draw_sheet(ds, [int(i) for i in picks], out_png, f"{len(picks)} of {len(ds)} stored images, drawn at random", columns)
+
+
+def draw_sheet(ds: H5ImageDataset, indices: list[int], out_png: str, title: str, columns: int = 4) -> list[str]:
+    """The images ``indices`` of ``ds`` in a grid, titled with their paths, masks outlined; returns the paths."""
+    columns = max(1, min(columns, len(indices)))
+    rows = max(1, -(-len(indices) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.1 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, picks):
-        item = ds[int(i)]
+    for ax, i in zip(axes.flat, indices):
+        item = ds[i]
         image, mask = (item if ds.target == "masks" else (item[0] if ds.target else item, None))
         ax.imshow(outlined(image, mask))
-        ax.set_title(ds.path_of(int(i)), fontsize=8)
+        label = f" ({ds.classes[item[1]]})" if ds.target == "labels" else ""
+        ax.set_title(f"{i}: {ds.path_of(i)}{label}", fontsize=8)
     if ds.target == "masks":
         handles = [plt.Line2D([], [], color=np.array(PALETTE[k % len(PALETTE)]) / 255, lw=3) for k in range(len(ds.classes))]
         fig.legend(handles, ds.classes, loc="lower center", ncol=len(ds.classes), frameon=False)
-    fig.suptitle(f"{len(picks)} of {len(ds)} stored images, drawn at random")
+    fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     fig.savefig(out_png, dpi=80)
     plt.close(fig)
-    return [ds.path_of(int(i)) for i in picks]
+    return [ds.path_of(i) for i in indices]
 
 
 def outlined(image: np.ndarray, mask: np.ndarray | None, width: int = 480) -> np.ndarray:

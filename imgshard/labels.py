@@ -32,6 +32,18 @@ class Labels:
     classes: tuple[str, ...]
     rows: dict[str, tuple]  # relpath -> one RLE string per class (masks), or (class index,) (labels)
 
+    def counts(self, relpaths: list[str]) -> list[int]:
+        """Images of ``relpaths`` per class: with a non-empty mask of it, or labelled with it."""
+        counts = [0] * len(self.classes)
+        for rel in relpaths:
+            row = self.rows[rel]
+            if self.kind == "masks":
+                for k, rle in enumerate(row):
+                    counts[k] += bool(rle.strip())
+            else:
+                counts[row[0]] += 1
+        return counts
+
     def digest(self, relpaths: list[str]) -> str:
         """Changes exactly when the labels of any of ``relpaths`` change."""
         h = hashlib.blake2b(repr((self.kind, self.classes)).encode(), digest_size=16)

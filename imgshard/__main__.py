@@ -1,0 +1,7 @@
+"""``python -m imgshard``: the same as the ``imgshard`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
