@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shards", type=int, default=16, help="the pipeline's shard count")
     parser.add_argument("--scale-count", type=int, default=20_000, help="small images for the scale test; 0 skips it")
     parser.add_argument("--scale-shards", type=int, default=64)
+    parser.add_argument("--photos", type=int, default=3, help="photograph-like JPEGs per size for the reducing_gap test; 0 skips it")
     parser.add_argument("--data", default=str(REPO / "benchmarks/.data"), help="generated images and work folders")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results"))
     parser.add_argument("--replot", action="store_true", help="only redraw the charts from OUT/results.json")
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
         say(f"workers={workers}: {n / m.seconds:.1f} images/s")
 
     scale = scale_test(data, args.scale_count, args.scale_shards, args.cores) if args.scale_count else None
-    results = report(args, n, runs, breakdowns, shm_check, sweep, scale)
+    gaps = reducing_gap_test(data, images, args.photos)
+    results = report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps)
     write_outputs(results, out)
     shutil.rmtree(data / "work", ignore_errors=True)
     return results
@@ -178,6 +180,82 @@ def scale_test(data: Path, count: int, shards: int, cores: int) -> dict:
     return {"images": count, "shards": shards, "dry_run_seconds": round(dry.seconds, 2), "build_seconds": round(build.seconds, 2)}
 
 
+# Sizes (width, height) of phone and camera photographs, and the size they are resized to.
+PHOTO_SIZES = [(1920, 1080), (2560, 1600), (4032, 3024), (5640, 3172)]
+PHOTO_TARGET = (384, 512)
+CLOUDS_TARGET = (350, 525)
+
+
+def reducing_gap_test(data: Path, clouds: Path, per_size: int) -> dict | None:
+    """Fidelity and decode cost of each reducing_gap on photographs, and its cost on the Clouds set.
+
+    One process, decode_into a preallocated row (as a worker does); the reference
+    is a full decode followed by INTER_AREA.
+    """
+    if not per_size:
+        return None
+    from imgshard.decode import decode_into
+    from imgshard.demo import photo_image
+    from imgshard.geometry import Geometry
+
+    folder = data / f"photos-{per_size}"
+    if not (folder / ".complete").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for w, h in PHOTO_SIZES:
+            for k in range(per_size):
+                rgb = photo_image(w * 10 + k, h, w)
+                cv2.imwrite(str(folder / f"{w}x{h}-{k}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        (folder / ".complete").touch()
+    cv2.setNumThreads(1)
+
+    def measure_gap(paths: list[Path], target: tuple[int, int], gap: float | None, reference: dict) -> dict:
+        geometry = Geometry(*target, resize="stretch", reducing_gap=gap)
+        row = np.empty((*target, 3), np.uint8)
+        diffs, times = [], []
+        for path in paths:
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                decode_into(str(path), row, geometry)
+                best = min(best, time.perf_counter() - t0)
+            times.append(best)
+            if path in reference:
+                diffs.append(float(np.abs(row.astype(int) - reference[path]).mean()))
+        out = {"ms_per_image": round(1000 * statistics.mean(times), 2)}
+        if diffs:
+            out |= {"mean_grey_levels": round(statistics.mean(diffs), 3), "max_grey_levels": round(max(diffs), 3)}
+        return out
+
+    photos = sorted(folder.glob("*.jpg"))
+    reference = {
+        p: cv2.resize(cv2.imread(str(p), cv2.IMREAD_COLOR_RGB), PHOTO_TARGET[::-1], interpolation=cv2.INTER_AREA) for p in photos
+    }
+    sample = sorted(clouds.glob("*.jpg"))[:64]
+    result = {"photos": len(photos), "photo_target": list(PHOTO_TARGET), "clouds": len(sample), "clouds_target": list(CLOUDS_TARGET), "gaps": {}}
+    for gap in (None, 1.0, 2.0):
+        key = "null" if gap is None else str(gap)
+        result["gaps"][key] = {
+            "photos": measure_gap(photos, PHOTO_TARGET, gap, reference),
+            "clouds": measure_gap(sample, CLOUDS_TARGET, gap, {}),
+        }
+        say(f"reducing_gap {key}: {result['gaps'][key]}")
+    return result
+
+
+def gap_targets(gaps: dict | None) -> list[tuple]:
+    if not gaps:
+        return []
+    default = gaps["gaps"]["2.0"]["photos"]
+    return [
+        (
+            "default reducing_gap (2.0): photographs within 1.0 grey level of a full decode",
+            "<= 1.0",
+            default["max_grey_levels"],
+            default["max_grey_levels"] <= 1.0,
+        )
+    ]
+
+
 def machine() -> dict:
     model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     return {
@@ -191,7 +269,7 @@ def machine() -> dict:
     }
 
 
-def report(args, n, runs, breakdowns, shm_check, sweep, scale) -> dict:
+def report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps) -> dict:
     median = {k: statistics.median(m.seconds for m in v) for k, v in runs.items()}
     rows = {}
     for name, measured in runs.items():
@@ -217,6 +295,7 @@ def report(args, n, runs, breakdowns, shm_check, sweep, scale) -> dict:
             (f"scale: snakemake -n on {scale['images']} images under 5 s", "< 5", scale["dry_run_seconds"], scale["dry_run_seconds"] < 5),
             (f"scale: full build of {scale['images']} images under 120 s", "< 120", scale["build_seconds"], scale["build_seconds"] < 120),
         ]  # fmt: skip
+    targets += gap_targets(gaps)
     return {
         "machine": machine(),
         "setup": {"images": n, "size": [args.height, args.width], "cores": args.cores, "rounds": args.rounds, "shards": args.shards},
@@ -225,6 +304,7 @@ def report(args, n, runs, breakdowns, shm_check, sweep, scale) -> dict:
         "shm_by_shard_count": shm_check,
         "workers_sweep": sweep,
         "scale": scale,
+        "reducing_gap": gaps,
         "targets": [{"target": t, "bound": b, "measured": m, "met": bool(ok)} for t, b, m, ok in targets],
     }
 
@@ -259,6 +339,14 @@ def markdown(r: dict) -> str:
     lines += [f"| {k} | {v['images_per_shard']} | {v['peak_shm_mb']:.0f} |" for k, v in r["shm_by_shard_count"].items()]
     lines += ["", "| workers | seconds | images/s |", "|---:|---:|---:|"]
     lines += [f"| {w['workers']} | {w['seconds']:.2f} | {w['images_per_s']:.1f} |" for w in r["workers_sweep"]]
+    if r.get("reducing_gap"):
+        g = r["reducing_gap"]
+        lines += ["", f"reducing_gap: {g['photos']} photograph-like JPEGs (1920x1080 to 5640x3172) to {g['photo_target'][0]}x{g['photo_target'][1]},"
+                  f" {g['clouds']} Clouds JPEGs to {g['clouds_target'][0]}x{g['clouds_target'][1]}; one process, decode into a preallocated row:", ""]
+        lines += ["| reducing_gap | photos: ms/image | photos: grey levels from a full decode, mean / max | Clouds: ms/image |", "|---|---:|---:|---:|"]
+        for key, v in g["gaps"].items():
+            p, c = v["photos"], v["clouds"]
+            lines.append(f"| {key} | {p['ms_per_image']:.1f} | {p['mean_grey_levels']:.2f} / {p['max_grey_levels']:.2f} | {c['ms_per_image']:.1f} |")
     lines += ["", "| target | bound | measured | met |", "|---|---|---:|---|"]
     lines += [f"| {t['target']} | {t['bound']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |" for t in r["targets"]]
     return "\n".join(lines) + "\n"

@@ -146,6 +146,38 @@ def test_fastest_reduced_jpeg_decode_stays_within_two_grey_levels(tmp_path, fact
     assert size == (1400, 2100)
 
 
+# (width, height) of phone and camera photographs, as the reducing_gap issue measured them.
+PHOTO_SIZES = [(1920, 1080), (2560, 1600), (4032, 3024), (5640, 3172)]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Photograph-like JPEGs with detail at every scale, one per size."""
+    from imgshard.demo import photo_image
+
+    folder = tmp_path_factory.mktemp("photos")
+    return {size: write(folder / f"{size[0]}x{size[1]}.jpg", photo_image(size[0], size[1], size[0]), [cv2.IMWRITE_JPEG_QUALITY, 92]) for size in PHOTO_SIZES}
+
+
+def mean_difference_from_full_decode(path, geometry: Geometry, tmp_path) -> float:
+    out, _ = decode_one(path, geometry, tmp_path)
+    full = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR_RGB), geometry.shape[::-1], interpolation=cv2.INTER_AREA)
+    return float(np.abs(out.astype(int) - full).mean())
+
+
+@pytest.mark.parametrize("size", PHOTO_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_default_reducing_gap_stays_within_one_grey_level_on_photographs(photos, size, tmp_path):
+    geometry = Geometry(384, 512, resize="stretch")  # the default reducing_gap, 2.0
+    assert mean_difference_from_full_decode(photos[size], geometry, tmp_path) <= 1.0
+
+
+def test_reducing_all_the_way_would_cost_more_than_a_grey_level_on_these_photographs(photos, tmp_path):
+    """What the default protects against: without a gap, the largest photo is decoded at 1/8 and ends far off."""
+    path = photos[(5640, 3172)]
+    assert Geometry(384, 512, resize="stretch", reducing_gap=1.0).reduction(header_of(str(path)).size) == 8
+    assert mean_difference_from_full_decode(path, Geometry(384, 512, resize="stretch", reducing_gap=1.0), tmp_path) > 1.0
+
+
 def test_reduction_needs_every_axis_small_enough():
     def reduction(height, width, resize="stretch"):
         return Geometry(height, width, resize=resize, reducing_gap=1.0).reduction((1400, 2100))

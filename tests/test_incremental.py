@@ -42,7 +42,7 @@ def test_changed_image_redoes_its_shard_only(built):
     write_image(images / "img0005.jpg", seed=12345)  # new content, same size
     out, ds = rerun(work, images)
     assert jobs_run(out, "decode_shard") == 1 and jobs_run(out, "gather") == 1
-    assert f"wildcards: shard={shard_of('img0005.jpg', SHARDS):03d}" in out
+    assert f"wildcards: dataset=dataset, shard={shard_of('img0005.jpg', SHARDS):03d}" in out
     i = ds["paths"].index("img0005.jpg")
     assert (ds["images"][i] == reference_pixels(images, "img0005.jpg")).all()
 
@@ -52,7 +52,7 @@ def test_added_image_redoes_its_shard_only(built):
     write_image(images / "sub/new.jpg", seed=777)
     out, ds = rerun(work, images)
     assert jobs_run(out, "decode_shard") == 1 and jobs_run(out, "gather") == 1
-    assert f"wildcards: shard={shard_of('sub/new.jpg', SHARDS):03d}" in out
+    assert f"wildcards: dataset=dataset, shard={shard_of('sub/new.jpg', SHARDS):03d}" in out
     assert len(ds["paths"]) == 17 and "sub/new.jpg" in ds["paths"]
     assert (ds["images"][ds["paths"].index("sub/new.jpg")] == reference_pixels(images, "sub/new.jpg")).all()
 

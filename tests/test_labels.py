@@ -146,7 +146,7 @@ def test_changing_one_images_labels_redoes_only_its_shard(clouds, workdir):
     write_clouds_csv(csv, truth)
     proc = snakemake(workdir, images_dir=images, labels=csv, shards=3)
     assert jobs_run(proc.stdout, "decode_shard") == 1
-    assert f"wildcards: shard={shard_of(rel, 3):03d}" in proc.stdout
+    assert f"wildcards: dataset=dataset, shard={shard_of(rel, 3):03d}" in proc.stdout
     with h5py.File(workdir / "results/dataset.h5") as f:
         i = list(f["paths"].asstr()[()]).index(rel)
         np.testing.assert_array_equal(f["masks"][i], truth[rel])
