@@ -92,12 +92,14 @@ def start_method(configured: str) -> str:
 def decode_shard_job(smk) -> None:
     from .decode import decode_shard
     from .labels import read_labels
+    from .manifest import read as read_manifest
 
     startup = seconds_since_process_start()
 
     images_dir = smk.params.images_dir
-    sources = list(smk.input.images)
-    relpaths = [os.path.relpath(p, images_dir).replace(os.sep, "/") for p in sources]
+    entries = read_manifest(smk.input.manifest)
+    relpaths = [e.path for e in entries]
+    sources = [os.path.join(images_dir, rel) for rel in relpaths]
     shard = int(smk.wildcards.shard)
     result = decode_shard(
         sources,
@@ -128,12 +130,12 @@ def decode_shard_job(smk) -> None:
         "total": round(result.seconds, 3),
     }
     print(f"timings {json.dumps(timings)}", file=sys.stderr)
-    write_json(smk.output.stats, shard_stats(shard, sources, smk.output.shard, result, timings))
+    write_json(smk.output.stats, shard_stats(shard, sum(e.size for e in entries), smk.output.shard, result, timings))
     for path, reason in result.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
 
 
-def shard_stats(shard: int, sources: list[str], shard_file: str, result, timings: dict) -> dict:
+def shard_stats(shard: int, source_bytes: int, shard_file: str, result, timings: dict) -> dict:
     """One shard's stats file: counts, every skip with its reason, timings and bytes (as img2dataset keeps them)."""
     reasons: dict[str, int] = {}
     for _, reason in result.skipped:
@@ -147,7 +149,7 @@ def shard_stats(shard: int, sources: list[str], shard_file: str, result, timings
         "seconds": round(result.seconds, 3),
         "images_per_s": round(len(result.paths) / result.seconds, 2) if result.seconds else 0.0,
         "timings": timings,
-        "source_bytes": sum(os.path.getsize(p) for p in sources),
+        "source_bytes": source_bytes,
         "shard_bytes": os.path.getsize(shard_file),
     }
 
@@ -214,11 +216,15 @@ def gather_job(smk) -> None:
 def verify_job(smk) -> None:
     from .verify import verify
 
+    from .manifest import read as read_manifest
+
     failed = []
-    for dataset, images_dir, images in smk.params.datasets:
+    for dataset, images_dir, manifests in smk.params.datasets:
         if not os.path.isfile(dataset):
             raise ImgshardError(f"verify: {dataset} does not exist; build it first (snakemake --cores N)")
-        report = verify(dataset, images_dir, list(images), smk.threads)
+        # The scan of this very run wrote the manifests: they list the images there now.
+        images = [e.path for m in manifests for e in read_manifest(m)]
+        report = verify(dataset, images_dir, images, smk.threads)
         if report.problems:
             failed.append(report.failure(dataset, images_dir))
             continue

@@ -13,6 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from . import manifest
 from .discover import find_images
 from .errors import ImgshardError
 from .labels import Labels, align, read_labels
@@ -62,8 +63,9 @@ class Dataset:
     def shard_names(self) -> list[str]:
         return [shard_name(i, len(self.shards)) for i in range(len(self.shards))]
 
-    def sources(self, shard: int) -> list[str]:
-        return [os.path.join(self.settings["images_dir"], p) for p in self.shards[shard]]
+    def manifest(self, shard: int) -> str:
+        """The shard's manifest: its images with their sizes and mtimes, the shard job's input."""
+        return f"{self.stem}.shards/manifest-{shard_name(shard, len(self.shards))}.tsv"
 
     def pixel_params(self) -> dict:
         """Every setting that changes stored pixels: a change to one redoes every shard of this dataset.
@@ -123,8 +125,21 @@ def _plan_one(name: str, s: dict) -> Dataset:
         images, left_out, warnings = align(labels, images, s["labels"], s["on_error"])
         for warning in warnings:
             print(f"imgshard: warning: {warning}", file=sys.stderr)
-    if s["image_size"] is None:
-        height, width, _ = common_size(s["images_dir"], images)
-    else:
-        height, width = s["image_size"]
-    return Dataset(name, s, images, labels, left_out, (height, width), assign(images, s["shards"]))
+    dataset = Dataset(name, s, images, labels, left_out, (0, 0), assign(images, s["shards"]))
+    sized = write_manifests(dataset, headers=s["image_size"] is None)
+    dataset.shape = tuple(s["image_size"]) if s["image_size"] else common_size(s["images_dir"], sized)[:2]
+    return dataset
+
+
+def write_manifests(dataset: Dataset, headers: bool) -> list[tuple[str, tuple[int, int] | None]]:
+    """Bring every shard's manifest up to date; return each image's header size (when ``headers``)."""
+    images_dir = dataset.settings["images_dir"]
+    stats = manifest.stat_all(images_dir, dataset.images)
+    sizes = []
+    for shard, relpaths in enumerate(dataset.shards):
+        path = dataset.manifest(shard)
+        previous = {e.path: e for e in manifest.read(path)} if headers else {}
+        items = manifest.entries(images_dir, relpaths, stats, previous, headers)
+        manifest.write_if_changed(path, items)
+        sizes += [(e.path, e.header) for e in items]
+    return sizes

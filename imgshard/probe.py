@@ -1,8 +1,8 @@
 """The size every image must have when ``image_size`` is null, checked before anything is decoded.
 
-Headers are read, not decoded, so checking tens of thousands of files costs a
-fraction of a second. Formats whose header gives no size (TIFF, WebP) are
-checked by the shard jobs as they decode.
+Headers are read, not decoded, and only for files new or changed since the
+last run: the shard manifests keep the size each header gave. Formats whose
+header gives no size (TIFF, WebP) are checked by the shard jobs as they decode.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from .errors import ImgshardError
 from .header import MAX_PIXELS, header_of
 
 
-def common_size(images_dir: str, relpaths: list[str]) -> tuple[int, int, str]:
-    """(height, width, relpath of the image that set it); raises naming two files of different sizes."""
+def common_size(images_dir: str, sizes: list[tuple[str, tuple[int, int] | None]]) -> tuple[int, int, str]:
+    """(height, width, relpath of the image that set it) from each image's header size (None: unknown).
+
+    Raises naming two files of different sizes.
+    """
     reference: tuple[tuple[int, int], str] | None = None
-    for rel in relpaths:
-        size = _header_size(os.path.join(images_dir, rel))
+    for rel, size in sizes:
         if size is None:
             continue
         if reference is None:
@@ -33,10 +35,11 @@ def common_size(images_dir: str, relpaths: list[str]) -> tuple[int, int, str]:
             )
     if reference is not None:
         return (*reference[0], reference[1])
-    return _decoded_size(images_dir, relpaths)
+    return _decoded_size(images_dir, [rel for rel, _ in sizes])
 
 
-def _header_size(path: str) -> tuple[int, int] | None:
+def header_size(path: str) -> tuple[int, int] | None:
+    """(height, width) as the header gives it, or None: no size there, an impossible one, or unreadable."""
     try:
         size = header_of(path).size
     except OSError:

@@ -1,6 +1,7 @@
-# Discovery and sharding happen here, when the workflow is parsed: the shard
-# jobs' inputs are the image files themselves, so Snakemake's own rerun
-# triggers (mtime, the set of inputs, params) decide which shards to redo.
+# Discovery and sharding happen here, when the workflow is parsed. Each shard
+# job's input is its manifest (its images' paths, sizes and mtimes), rewritten
+# only when one of them changes: Snakemake's own rerun triggers then redo
+# exactly the shards whose images changed, while tracking one file per shard.
 # One run builds one dataset or several, so the rules take a {dataset} wildcard.
 from imgshard.config import resolve_workers, schema_defaults
 from imgshard.plan import plan
@@ -27,8 +28,8 @@ def get_dataset(wildcards):
     return DATASETS[wildcards.dataset]
 
 
-def get_shard_images(wildcards):
-    return get_dataset(wildcards).sources(int(wildcards.shard))
+def get_manifest(wildcards):
+    return get_dataset(wildcards).manifest(int(wildcards.shard))
 
 
 def get_images_dir(wildcards):
@@ -72,13 +73,13 @@ def get_left_out(wildcards):
     return get_dataset(wildcards).left_out
 
 
-def get_images(wildcards):
-    return get_dataset(wildcards).images
-
-
 def verify_params(names):
-    """(dataset, images_dir, relative paths) of each dataset named, for the verify rules."""
+    """(dataset, images_dir, its shard manifests) of each dataset named, for the verify rules."""
     return [
-        (DATASETS[n].output, DATASETS[n].settings["images_dir"], DATASETS[n].images)
+        (
+            DATASETS[n].output,
+            DATASETS[n].settings["images_dir"],
+            [DATASETS[n].manifest(i) for i in range(len(DATASETS[n].shards))],
+        )
         for n in names
     ]

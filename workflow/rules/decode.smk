@@ -1,6 +1,6 @@
 rule decode_shard:
     input:
-        images=get_shard_images,
+        manifest=get_manifest,
         labels=get_labels_file,
     output:
         shard=f"{RESULTS}{{dataset}}.shards/shard-{{shard}}.h5",
