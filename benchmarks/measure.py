@@ -18,11 +18,13 @@ class Measured:
     seconds: float
     peak_rss_mb: float  # of the largest single process in the tree (RSS counts mapped /dev/shm pages too)
     peak_shm_mb: float  # /dev/shm in use above what it held before
+    root_rss_mb: float = 0.0  # of the command's own process (snakemake itself, not its jobs)
+    output: str = ""
 
 
 def run(cmd: list[str], interval: float = 0.05, **kwargs) -> Measured:
     base_shm = shutil.disk_usage("/dev/shm").used
-    peaks = {"rss": 0, "shm": 0}
+    peaks = {"rss": 0, "shm": 0, "root": 0}
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
     done = threading.Event()
@@ -36,9 +38,12 @@ def run(cmd: list[str], interval: float = 0.05, **kwargs) -> Measured:
                 procs = []
             for p in procs:
                 try:
-                    peaks["rss"] = max(peaks["rss"], p.memory_info().rss)
+                    rss = p.memory_info().rss
                 except psutil.Error:
-                    pass
+                    continue
+                peaks["rss"] = max(peaks["rss"], rss)
+                if p.pid == proc.pid:
+                    peaks["root"] = max(peaks["root"], rss)
             peaks["shm"] = max(peaks["shm"], shutil.disk_usage("/dev/shm").used - base_shm)
             done.wait(interval)
 
@@ -50,4 +55,4 @@ def run(cmd: list[str], interval: float = 0.05, **kwargs) -> Measured:
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-3000:]}")
-    return Measured(seconds, peaks["rss"] / MB, peaks["shm"] / MB)
+    return Measured(seconds, peaks["rss"] / MB, peaks["shm"] / MB, peaks["root"] / MB, out)

@@ -23,6 +23,7 @@ from .probe import header_size
 
 # Coarser than the timestamps of every common filesystem but FAT's (2 s).
 RACY_SECONDS = 1.0
+# Header sizes are empty when the run does not need them, 0 0 when the header gives none.
 _HEADER = "# imgshard manifest: path, size, mtime_ns, header height, width\n"
 
 
@@ -31,40 +32,70 @@ class Entry:
     path: str  # relative to images_dir, /-separated
     size: int
     mtime_ns: int
-    header: tuple[int, int] | None = None  # (height, width) from the file's header, when the run needs it
+    header: tuple[int, int] | None = None  # (height, width) from the file's header, when the run needed it and it has one
 
 
-def stat_all(images_dir: str, relpaths: list[str]) -> dict[str, os.stat_result]:
-    """Each image's stat, taken when none of them is racy any more (see the module's docstring)."""
-    stats = {rel: os.stat(os.path.join(images_dir, rel)) for rel in relpaths}
+def stat_all(images_dir: str, relpaths: list[str]) -> dict[str, tuple[int, int]]:
+    """Each image's (size, mtime_ns), taken when none of them is racy any more (see the module's docstring)."""
+
+    def look(rel: str) -> tuple[int, int]:
+        st = os.stat(os.path.join(images_dir, rel))
+        return st.st_size, st.st_mtime_ns
+
+    stats = {rel: look(rel) for rel in relpaths}
     for _ in range(3):  # files still being written keep moving; three looks are enough to trust what is left
-        now = time.time()
-        racy = [rel for rel, s in stats.items() if s.st_mtime_ns / 1e9 > now - RACY_SECONDS]
+        now_ns = time.time_ns()
+        racy = [rel for rel, (_, mtime) in stats.items() if mtime > now_ns - RACY_SECONDS * 1e9]
         if not racy:
             break
         # Capped: a file dated in the future (clock skew) would otherwise hold the scan up.
-        newest = max(stats[rel].st_mtime_ns for rel in racy) / 1e9
-        time.sleep(min(RACY_SECONDS, newest + RACY_SECONDS - now))
-        stats.update({rel: os.stat(os.path.join(images_dir, rel)) for rel in racy})
+        newest = max(stats[rel][1] for rel in racy)
+        time.sleep(min(RACY_SECONDS, (newest - now_ns) / 1e9 + RACY_SECONDS))
+        stats.update({rel: look(rel) for rel in racy})
     return stats
 
 
-def entries(
-    images_dir: str, relpaths: list[str], stats: dict[str, os.stat_result], previous: dict[str, Entry], headers: bool
-) -> list[Entry]:
-    """Manifest entries of ``relpaths``; a header is read only for a file new or changed since ``previous``."""
-    out = []
+def shard_text(images_dir: str, relpaths: list[str], stats: dict[str, tuple[int, int]], previous: str, headers: bool) -> str:
+    """The manifest of a shard of ``relpaths``, as text.
+
+    With ``headers``, each line carries the header's size; a line of ``previous``
+    whose path, size and mtime still match is reused as it is, so only new or
+    changed files have their header read. Text all the way: at a million
+    images, objects per line cost more than the scan itself.
+    """
+    old = {}
+    if headers and previous:
+        old = {line.split("\t", 1)[0]: line for line in previous.splitlines()[1:]}
+    lines = [_HEADER]
     for rel in relpaths:
-        st = stats[rel]
-        header = None
-        if headers:
-            old = previous.get(rel)
-            if old is not None and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns) and old.header:
-                header = old.header
-            else:
-                header = header_size(os.path.join(images_dir, rel))
-        out.append(Entry(rel, st.st_size, st.st_mtime_ns, header))
-    return out
+        size, mtime = stats[rel]
+        start = f"{rel}\t{size}\t{mtime}\t"
+        if not headers:
+            lines.append(start + "\t\n")
+            continue
+        line = old.get(rel)
+        if line is not None and line.startswith(start) and not line.endswith("\t"):
+            lines.append(line + "\n")
+            continue
+        # 0x0: looked, and the header gives no size (TIFF, WebP): not looked at again while unchanged.
+        h, w = header_size(os.path.join(images_dir, rel)) or (0, 0)
+        lines.append(f"{start}{h}\t{w}\n")
+    return "".join(lines)
+
+
+def header_sizes(text: str):
+    """(path, (height, width) or None) of each line of a manifest's text."""
+    for line in text.splitlines()[1:]:
+        path, _, _, h, w = line.split("\t")
+        yield path, ((int(h), int(w)) if h and h != "0" else None)
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 def render(items: list[Entry]) -> str:
@@ -81,31 +112,24 @@ def parse(text: str) -> list[Entry]:
         if not line or line.startswith("#"):
             continue
         path, size, mtime, h, w = line.split("\t")
-        out.append(Entry(path, int(size), int(mtime), (int(h), int(w)) if h else None))
+        out.append(Entry(path, int(size), int(mtime), (int(h), int(w)) if h and h != "0" else None))
     return out
 
 
 def read(path: str) -> list[Entry]:
     """The entries of manifest ``path``; none if it does not exist (yet)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return parse(f.read())
-    except FileNotFoundError:
-        return []
+    return parse(read_text(path))
 
 
-def write_if_changed(path: str, items: list[Entry]) -> bool:
-    """Write the manifest unless it already says exactly this; True if it was written.
+def write_if_changed(path: str, text: str, previous: str | None = None) -> bool:
+    """Write the manifest ``text`` unless the file already says exactly this; True if it was written.
 
     An unchanged manifest keeps its mtime, so its shard job does not rerun.
+    ``previous``: the file's text, if the caller has read it already.
     """
-    text = render(items)
-    try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == text:
-                return False
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if (read_text(path) if previous is None else previous) == text:
+        return False
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)

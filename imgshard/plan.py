@@ -17,7 +17,7 @@ from . import manifest
 from .discover import find_images
 from .errors import ImgshardError
 from .labels import Labels, align, read_labels
-from .probe import common_size
+from .probe import CommonSize
 from .shard import assign, shard_name
 
 # What only the single-dataset form sets at the top level; a dataset of the mapping sets its own.
@@ -126,20 +126,21 @@ def _plan_one(name: str, s: dict) -> Dataset:
         for warning in warnings:
             print(f"imgshard: warning: {warning}", file=sys.stderr)
     dataset = Dataset(name, s, images, labels, left_out, (0, 0), assign(images, s["shards"]))
-    sized = write_manifests(dataset, headers=s["image_size"] is None)
-    dataset.shape = tuple(s["image_size"]) if s["image_size"] else common_size(s["images_dir"], sized)[:2]
+    size = write_manifests(dataset, CommonSize(s["images_dir"]) if s["image_size"] is None else None)
+    dataset.shape = tuple(s["image_size"]) if s["image_size"] else size.result(images)[:2]
     return dataset
 
 
-def write_manifests(dataset: Dataset, headers: bool) -> list[tuple[str, tuple[int, int] | None]]:
-    """Bring every shard's manifest up to date; return each image's header size (when ``headers``)."""
+def write_manifests(dataset: Dataset, size: CommonSize | None) -> CommonSize | None:
+    """Bring every shard's manifest up to date; with ``size``, check each image's header size against it."""
     images_dir = dataset.settings["images_dir"]
     stats = manifest.stat_all(images_dir, dataset.images)
-    sizes = []
     for shard, relpaths in enumerate(dataset.shards):
         path = dataset.manifest(shard)
-        previous = {e.path: e for e in manifest.read(path)} if headers else {}
-        items = manifest.entries(images_dir, relpaths, stats, previous, headers)
-        manifest.write_if_changed(path, items)
-        sizes += [(e.path, e.header) for e in items]
-    return sizes
+        previous = manifest.read_text(path)
+        text = manifest.shard_text(images_dir, relpaths, stats, previous, headers=size is not None)
+        manifest.write_if_changed(path, text, previous)
+        if size is not None:
+            for rel, header in manifest.header_sizes(text):
+                size.add(rel, header)
+    return size

@@ -16,26 +16,35 @@ from .errors import ImgshardError
 from .header import MAX_PIXELS, header_of
 
 
-def common_size(images_dir: str, sizes: list[tuple[str, tuple[int, int] | None]]) -> tuple[int, int, str]:
-    """(height, width, relpath of the image that set it) from each image's header size (None: unknown).
+class CommonSize:
+    """The size every image must have, learnt from header sizes fed one at a time.
 
-    Raises naming two files of different sizes.
+    ``add`` raises at the first image whose size differs, naming it and the one that set the size.
     """
-    reference: tuple[tuple[int, int], str] | None = None
-    for rel, size in sizes:
+
+    def __init__(self, images_dir: str):
+        self.images_dir = images_dir
+        self.reference: tuple[tuple[int, int], str] | None = None
+        self.first: str | None = None
+
+    def add(self, rel: str, size: tuple[int, int] | None) -> None:
+        self.first = self.first or rel
         if size is None:
-            continue
-        if reference is None:
-            reference = (size, rel)
-        elif size != reference[0]:
-            (ref_size, ref) = reference
+            return
+        if self.reference is None:
+            self.reference = (size, rel)
+        elif size != self.reference[0]:
+            (ref_size, ref) = self.reference
             raise ImgshardError(
                 f"image_size is null but images differ in size: {ref} is {ref_size[0]}x{ref_size[1]},"
                 f" {rel} is {size[0]}x{size[1]}; set image_size: [height, width] to resize them"
             )
-    if reference is not None:
-        return (*reference[0], reference[1])
-    return _decoded_size(images_dir, [rel for rel, _ in sizes])
+
+    def result(self, relpaths: list[str]) -> tuple[int, int, str]:
+        """(height, width, relpath of the image that set it); decodes when no header gave a size."""
+        if self.reference is not None:
+            return (*self.reference[0], self.reference[1])
+        return _decoded_size(self.images_dir, relpaths)
 
 
 def header_size(path: str) -> tuple[int, int] | None:

@@ -11,13 +11,14 @@ def test_benchmark_smoke(tmp_path):
     out = tmp_path / "out"
     results = main(
         ["--count", "4", "--height", "40", "--width", "60", "--rounds", "1", "--shards", "2"]
-        + ["--scale-count", "40", "--scale-shards", "2", "--photos", "1", "--data", str(tmp_path / "data"), "--out", str(out)]
+        + ["--scale", "40:2,60:2", "--photos", "1", "--data", str(tmp_path / "data"), "--out", str(out)]
     )
     assert set(results["contenders"]) == {"serial", "pool", "pipeline", "incremental", "limit"}
     assert [w["workers"] for w in results["workers_sweep"]] == list(range(1, results["setup"]["cores"] + 1))
-    assert results["scale"]["images"] == 40
+    assert [s["images"] for s in results["scale"]] == [40, 60]
+    assert results["scale"][0]["one_changed_shard_jobs"] == 1
     assert set(results["reducing_gap"]["gaps"]) == {"null", "1.0", "2.0"} and results["reducing_gap"]["photos"] == 4
-    assert len(results["targets"]) == 7
+    assert len(results["targets"]) == 5
     assert json.loads((out / "results.json").read_text()) == results
     assert "| pipeline |" in (out / "results.md").read_text() and "| reducing_gap |" in (out / "results.md").read_text()
     for chart in ("speed.png", "workers.png"):

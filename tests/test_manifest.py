@@ -82,31 +82,41 @@ def test_a_freshly_written_file_is_stated_only_once_it_is_old_enough(tmp_path):
     time.sleep(0.3)
     write_image(path, seed=2, height=60, width=80)  # the second edit, while the scan waits
     thread.join()
-    st = result["stats"]["a.jpg"]
-    assert st.st_size == path.stat().st_size and st.st_mtime_ns == path.stat().st_mtime_ns
-    assert st.st_mtime_ns / 1e9 <= result["done"] - manifest.RACY_SECONDS + 0.01
+    size, mtime_ns = result["stats"]["a.jpg"]
+    assert (size, mtime_ns) == (path.stat().st_size, path.stat().st_mtime_ns)
+    assert mtime_ns / 1e9 <= result["done"] - manifest.RACY_SECONDS + 0.01
 
 
 def test_manifest_round_trip(tmp_path):
     items = [manifest.Entry("a b/ü.jpg", 123, 456789, (48, 64)), manifest.Entry("c.png", 1, 2, None)]
     path = str(tmp_path / "m.tsv")
-    assert manifest.write_if_changed(path, items)
+    assert manifest.write_if_changed(path, manifest.render(items))
     assert manifest.read(path) == items
-    assert not manifest.write_if_changed(path, items)
+    assert not manifest.write_if_changed(path, manifest.render(items))
     assert manifest.read(str(tmp_path / "missing.tsv")) == []
 
 
 def test_only_new_or_changed_files_have_their_header_read(tmp_path):
-    """A header size in the previous manifest is reused while size and mtime match."""
+    """A header size in the previous manifest is reused while path, size and mtime match."""
     make_images(tmp_path, 3)
     rels = ["img0001.jpg", "img0002.jpg"]
     stats = manifest.stat_all(str(tmp_path), rels)
-    first = manifest.entries(str(tmp_path), rels, stats, {}, headers=True)
-    assert [e.header for e in first] == [(48, 64), (48, 64)]
-    planted = {e.path: manifest.Entry(e.path, e.size, e.mtime_ns, (1, 1)) for e in first}
-    again = manifest.entries(str(tmp_path), rels, stats, planted, headers=True)
-    assert [e.header for e in again] == [(1, 1), (1, 1)]  # taken from the manifest, not read again
+    first = manifest.shard_text(str(tmp_path), rels, stats, "", headers=True)
+    assert list(manifest.header_sizes(first)) == [("img0001.jpg", (48, 64)), ("img0002.jpg", (48, 64))]
+    planted = first.replace("\t48\t64", "\t1\t1")  # what an earlier run read, as far as the scan can tell
+    again = manifest.shard_text(str(tmp_path), rels, stats, planted, headers=True)
+    assert again == planted  # taken from the manifest, not read again
     cv2.imwrite(str(tmp_path / "img0002.jpg"), cv2.imread(str(tmp_path / "img0002.jpg"))[:40])
     stats = manifest.stat_all(str(tmp_path), rels)
-    changed = manifest.entries(str(tmp_path), rels, stats, planted, headers=True)
-    assert [e.header for e in changed] == [(1, 1), (40, 64)]
+    changed = manifest.shard_text(str(tmp_path), rels, stats, planted, headers=True)
+    assert list(manifest.header_sizes(changed)) == [("img0001.jpg", (1, 1)), ("img0002.jpg", (40, 64))]
+
+
+def test_a_header_without_a_size_is_looked_at_once(tmp_path):
+    from tests.images import every_format
+
+    path = every_format(tmp_path)["webp"]
+    rel = path.name
+    stats = manifest.stat_all(str(tmp_path), [rel])
+    text = manifest.shard_text(str(tmp_path), [rel], stats, "", headers=True)
+    assert text.endswith("\t0\t0\n") and list(manifest.header_sizes(text)) == [(rel, None)]

@@ -72,6 +72,8 @@ def test_runs_from_another_directory_with_relative_config_paths(tmp_path):
     snakemake(run, "--configfile", str(run / "my.yaml"))
     assert (run / "out/ds.h5").is_file()
     assert sorted(p.name for p in (run / "out/ds.shards").iterdir()) == [
+        "manifest-000.tsv",
+        "manifest-001.tsv",
         "shard-000.h5",
         "shard-000.json",
         "shard-001.h5",
