@@ -20,15 +20,15 @@ from .write import (
     LABELS,
     MASKS,
     compression_args,
+    ensure_space,
     mask_compression,
-    write_labels,
     read_index,
     read_skipped,
     target_of,
     temp_name,
-    ensure_space,
     write_attrs,
     write_index,
+    write_labels,
     write_skipped,
 )
 

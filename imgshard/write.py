@@ -36,10 +36,9 @@ def mask_compression(compression: str) -> dict:
     return compression_args("lzf" if compression == "none" else compression)
 
 
-def write_labels(f: h5py.File, values: list[int], classes) -> h5py.Dataset:
+def write_labels(f: h5py.File, values: list[int], classes) -> None:
     ds = f.create_dataset(LABELS, data=np.asarray(values, dtype=np.int64).reshape(-1))
     ds.attrs["classes"] = list(classes)
-    return ds
 
 
 def target_of(f: h5py.File) -> h5py.Dataset | None:
