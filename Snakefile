@@ -49,4 +49,3 @@ rule all:
     input:
         [DATASETS[name].output for name in DATASETS],
         expand(f"{RESULTS}{{dataset}}.stats.json", dataset=DATASETS),
-        expand(rules.figures.output, dataset=DATASETS),

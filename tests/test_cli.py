@@ -49,7 +49,7 @@ def built(venv, tmp_path_factory):
     work.mkdir()
     snakemake = [venv / "snakemake", "-s", REPO / "Snakefile", "--directory", work, "--cores", "2"]
     run(snakemake + config, cwd=root)
-    report = run(snakemake + ["--report", work / "report.html"] + config, cwd=root)
+    report = run(snakemake + ["report_figures", "--report", work / "report.html", "--report-after-run"] + config, cwd=root)
     return work / "results/dataset.h5", root, truth, report
 
 

@@ -43,7 +43,6 @@ def test_train_and_test_are_built_side_by_side_with_their_own_files(project, wor
         assert (results / f"{name}.h5").is_file()
         assert sorted(p.name for p in (results / f"{name}.shards").glob("*.h5")) == [f"shard-{i:03d}.h5" for i in range(shards)]
         assert (results / f"{name}.stats.json").is_file()
-        assert sorted(p.name for p in (results / f"{name}.report").iterdir()) == ["contact_sheet.png", "stats.csv", "throughput.png"]
         assert (workdir / f"logs/gather/{name}.log").is_file()
     assert not (results / "stats.json").exists() and not (results / "report").exists()
 
@@ -96,9 +95,11 @@ def test_verify_checks_every_dataset_or_one_by_name(project, workdir):
 def test_the_report_has_a_section_per_dataset(project, workdir):
     _, _, config, _ = project
     report = workdir / "report.html"
-    snakemake(workdir, "--report", str(report), "--configfile", str(config))
+    snakemake(workdir, "report_figures", "--report", str(report), "--report-after-run", "--configfile", str(config))
     html = report.read_text()
     assert '"train"' in html and '"test"' in html
+    for name in ("train", "test"):
+        assert sorted(p.name for p in (workdir / f"results/{name}.report").iterdir()) == ["contact_sheet.png", "stats.csv", "throughput.png"]
 
 
 def test_the_single_folder_form_still_builds_one_dataset(images, workdir):

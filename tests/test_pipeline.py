@@ -91,7 +91,6 @@ def test_every_rule_writes_its_log(images, workdir):
     assert logs == [
         "logs/decode_shard/dataset/000.log",
         "logs/decode_shard/dataset/001.log",
-        "logs/figures/dataset.log",
         "logs/gather/dataset.log",
         "logs/stats/dataset.log",
     ]

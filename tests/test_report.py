@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from imgshard.figures import PALETTE
-from tests.conftest import snakemake
+from tests.conftest import jobs_run, snakemake
 from tests.test_labels import clouds  # noqa: F401  (fixture)
 
 
@@ -16,8 +16,10 @@ def test_report_contains_the_pictures(clouds, workdir):  # noqa: F811
     images, csv, truth = clouds
     config = {"images_dir": images, "labels": csv, "shards": 3}
     snakemake(workdir, **config)
+    assert not (workdir / "results/dataset.report").exists()  # a build alone draws no figures
     report = workdir / "report.html"
-    snakemake(workdir, "--report", str(report), **config)
+    proc = snakemake(workdir, "report_figures", "--report", str(report), "--report-after-run", **config)
+    assert jobs_run(proc.stdout, "figures") == 1 and jobs_run(proc.stdout, "decode_shard") == 0
     html = report.read_text()
     for name in ("contact_sheet.png", "throughput.png"):
         picture = base64.b64encode((workdir / "results/dataset.report" / name).read_bytes()).decode()

@@ -1,5 +1,7 @@
-# Figures for `snakemake --report report.html`: what was stored, and how fast;
-# one section per dataset.
+# Figures for the report: what was stored, and how fast; one section per
+# dataset. Drawn only when a report is asked for, as the target report_figures:
+#   snakemake --cores N report_figures --report report.html --report-after-run
+# They cost seconds that a build, or a rerun for one changed image, need not pay.
 rule figures:
     input:
         dataset=f"{RESULTS}{{dataset}}{EXT}",
@@ -29,3 +31,8 @@ rule figures:
         "../../envs/gather.yaml"
     script:
         "../../scripts/figures.py"
+
+
+rule report_figures:
+    input:
+        expand(rules.figures.output, dataset=DATASETS),
