@@ -16,7 +16,7 @@ $(BIN)/.runtime: requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(BIN)/.dev: requirements-dev.txt $(BIN)/.runtime
+$(BIN)/.dev: requirements-dev.txt requirements-test.txt $(BIN)/.runtime
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
@@ -45,8 +45,11 @@ lint: $(BIN)/.dev $(DEMO)/.complete
 bench: $(BIN)/.dev
 	$(BIN)/python -m benchmarks.bench
 
-$(BIN)/.slurm: requirements-slurm.txt $(BIN)/.dev
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-slurm.txt
+# An environment of its own: see requirements-slurm.txt for why not .venv.
+SLURM_BIN := .venv-slurm/bin
+$(SLURM_BIN)/.slurm: requirements-slurm.txt requirements.txt requirements-test.txt
+	test -x $(SLURM_BIN)/python || $(PYTHON) -m venv .venv-slurm
+	$(SLURM_BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-slurm.txt
 	touch $@
 
 # A single-node SLURM cluster on this machine (root: installs Debian's slurm and munge if missing).
@@ -57,8 +60,8 @@ slurm-down:
 	bash cluster/slurm-down.sh
 
 # The pipeline through that cluster, compared with a local build.
-test-slurm: $(BIN)/.slurm slurm-up
-	$(BIN)/python -m pytest -m slurm tests/slurm
+test-slurm: $(SLURM_BIN)/.slurm slurm-up
+	$(SLURM_BIN)/python -m pytest -m slurm tests/slurm
 
 clean:
 	rm -rf results logs .snakemake

@@ -158,7 +158,7 @@ def incremental(images: Path, work: Path, cores: int, shards: int, r: int) -> me
 def breakdown(work: Path, wall: float) -> dict:
     """Where a fresh build's seconds went, from the shard jobs' own timing lines."""
     totals = {"startup": 0.0, "decode_wait": 0.0, "write": 0.0}
-    for log in (work / "logs/decode_shard").glob("*.log"):
+    for log in (work / "logs/decode_shard").rglob("*.log"):  # a folder per dataset
         for match in re.finditer(r"^timings (\{.*\})$", log.read_text(), flags=re.M):
             for key, value in json.loads(match.group(1)).items():
                 if key in totals:

@@ -14,6 +14,7 @@ def test_benchmark_smoke(tmp_path):
         + ["--scale", "40:2,60:2", "--photos", "1", "--data", str(tmp_path / "data"), "--out", str(out)]
     )
     assert set(results["contenders"]) == {"serial", "pool", "pipeline", "incremental", "limit"}
+    assert results["pipeline_time_split"]["startup"] > 0 and results["pipeline_time_split"]["write"] > 0
     assert [w["workers"] for w in results["workers_sweep"]] == list(range(1, results["setup"]["cores"] + 1))
     assert [s["images"] for s in results["scale"]] == [40, 60]
     assert results["scale"][0]["one_changed_shard_jobs"] == 1

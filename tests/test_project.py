@@ -23,8 +23,10 @@ def pinned(path: Path) -> dict[str, str]:
 
 
 def test_requirements_are_pinned():
-    assert pinned(REPO / "requirements.txt")
-    pinned(REPO / "requirements-dev.txt")
+    files = sorted(REPO.glob("requirements*.txt"))
+    assert [f.name for f in files] == ["requirements-dev.txt", "requirements-slurm.txt", "requirements-test.txt", "requirements.txt"]
+    for path in files:
+        assert pinned(path) or path.name != "requirements.txt"
 
 
 def test_conda_envs_match_requirements():
@@ -58,3 +60,14 @@ def test_snakefmt_is_clean():
     files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "workflow/rules").glob("*.smk")))]
     proc = subprocess.run([snakefmt, "--check", *files], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_slurm_plugin_stays_out_of_the_main_environment():
+    """snakemake imports every installed executor plugin at start, and the SLURM plugin runs
+    cluster commands on import: 9 s more per local start with no controller answering."""
+    import importlib.util
+
+    assert importlib.util.find_spec("snakemake_executor_plugin_slurm") is None, (
+        f"the SLURM executor plugin is installed in {sys.prefix}: it belongs in .venv-slurm (make test-slurm)"
+    )
+    assert "snakemake-executor-plugin-slurm" not in (REPO / "requirements-dev.txt").read_text()

@@ -18,17 +18,10 @@ from tests.conftest import REPO, make_images, snakemake
 
 pytestmark = pytest.mark.slurm
 
-# Short polling for a test; squeue because this cluster keeps no accounting for sacct.
+# The profile as shipped: it must work with this cluster out of the box (squeue, no account, short polling).
 SLURM_FLAGS = [
     "--workflow-profile",
     str(REPO / "workflow/profiles/slurm"),
-    "--slurm-status-command",
-    "squeue",
-    "--slurm-init-seconds-before-status-checks",
-    "1",
-    "--seconds-between-status-checks",
-    "1",
-    "--slurm-no-account",
     "--slurm-keep-successful-logs",  # the plugin deletes them otherwise; the test reads them
 ]
 
