@@ -21,6 +21,11 @@ class Interrupted(BaseException):
 
 
 def _interrupt(signum, frame):
+    # From here on the finally blocks clean up. A second signal (Snakemake sends
+    # its jobs SIGTERM after a Ctrl-C that reached the whole group) must not cut
+    # that short and leave a temporary file or a segment behind.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise Interrupted(signal.Signals(signum).name)
 
 

@@ -130,7 +130,18 @@ class ShardWriter:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         remove_stale_temps(path)
         height, width = shape
-        self._file = h5py.File(self.tmp, "w")
+        self._file = None
+        try:
+            self._file = h5py.File(self.tmp, "w")
+            self._create(capacity, height, width, compression, labels)
+        except BaseException:  # an interrupt before the caller holds this writer: nobody else would remove the file
+            if self._file is not None:
+                self._file.close()
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
+            raise
+
+    def _create(self, capacity: int, height: int, width: int, compression: str, labels) -> None:
         # One chunk per image: readers fetch single images in random order.
         self.images = self._file.create_dataset(
             IMAGES,
