@@ -83,8 +83,7 @@ def show(path: str, indices: list[int], out_png: str) -> list[str]:
     from .figures import draw_sheet
     from .read import H5ImageDataset
 
-    with _open(path):
-        pass
+    _open(path).close()  # its one-line errors, before the reader's own
     ds = H5ImageDataset(path)
     for i in indices:
         if not -len(ds) <= i < len(ds):

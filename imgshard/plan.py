@@ -22,20 +22,6 @@ from .shard import assign, shard_name
 
 # What only the single-dataset form sets at the top level; a dataset of the mapping sets its own.
 SINGLE_KEYS = ("images_dir", "image_list", "labels", "output")
-# What a dataset of the mapping may set for itself; the rest of the config is shared.
-PER_DATASET_KEYS = (
-    "images_dir",
-    "image_list",
-    "labels",
-    "shards",
-    "on_error",
-    "gather",
-    "image_size",
-    "resize",
-    "pad_value",
-    "compression",
-    "reducing_gap",
-)
 # Keys that describe the run, not a dataset: left out of the config a dataset records.
 RUN_KEYS = ("datasets", "results_dir", "check_disk_space")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import h5py
@@ -52,7 +53,7 @@ def test_train_and_test_are_built_side_by_side_with_their_own_files(project, wor
     assert tr["images"].shape[1:] == te["images"].shape[1:] == (24, 32, 3)
     with h5py.File(results / "train.h5") as f, h5py.File(results / "test.h5") as g:
         assert f["masks"].shape == (9, 24, 32, 4) and "masks" not in g and "labels" not in g
-        assert __import__("json").loads(g.attrs["config"])["images_dir"] == str(test)
+        assert json.loads(g.attrs["config"])["images_dir"] == str(test)
     assert "imgshard: results/train.h5: 9 images from 3 shards" in proc.stdout
     assert "imgshard: results/test.h5: 5 images from 2 shards" in proc.stdout
 

@@ -32,10 +32,6 @@ def get_manifest(wildcards):
     return get_dataset(wildcards).manifest(int(wildcards.shard))
 
 
-def get_images_dir(wildcards):
-    return get_dataset(wildcards).settings["images_dir"]
-
-
 def get_setting(key):
     """An input function for one of the dataset's settings."""
     return lambda wildcards: get_dataset(wildcards).settings[key]

@@ -16,7 +16,7 @@ rule decode_shard:
         # the processes themselves.
         mem_mb=config["shm_budget_mb"] + 2048,
     params:
-        images_dir=get_images_dir,
+        images_dir=get_setting("images_dir"),
         pixels=get_pixel_params,
         on_error=get_setting("on_error"),
         labels=get_setting("labels"),
