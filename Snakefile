@@ -44,6 +44,14 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/verify.smk"
 
 
+onsuccess:
+    cancel_idle_timers()
+
+
+onerror:
+    cancel_idle_timers()
+
+
 rule all:
     default_target: True
     input:

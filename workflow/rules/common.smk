@@ -3,6 +3,8 @@
 # only when one of them changes: Snakemake's own rerun triggers then redo
 # exactly the shards whose images changed, while tracking one file per shard.
 # One run builds one dataset or several, so the rules take a {dataset} wildcard.
+import threading
+
 from imgshard.config import resolve_workers, schema_defaults
 from imgshard.plan import plan
 from imgshard.space import check_free_space
@@ -79,3 +81,16 @@ def verify_params(names):
         )
         for n in names
     ]
+
+
+def cancel_idle_timers():
+    """Let a finished run exit at once.
+
+    Snakemake's job rate limiter (--max-jobs-per-timespan, 100/1s by default)
+    starts a one-second non-daemon threading.Timer each time its scheduler
+    waits; the last one kept every run that executed a job alive for up to a
+    second after its last job. The scheduler has returned: nobody waits on them.
+    """
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
