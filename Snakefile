@@ -39,7 +39,6 @@ wildcard_constraints:
 
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/gather.smk"
-include: "workflow/rules/stats.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/verify.smk"
 

@@ -167,9 +167,10 @@ def write_json(path: str, data) -> None:
     os.replace(tmp, path)
 
 
-def stats_job(smk) -> None:
+def write_stats(shard_stats_files: list[str], dataset: str, out: str) -> None:
+    """The shards' stats files summed into one: counts, skips by reason, timings, bytes."""
     shards = []
-    for path in smk.input.shards:
+    for path in shard_stats_files:
         with open(path) as f:
             shards.append(json.load(f))
     totals = {
@@ -177,13 +178,13 @@ def stats_job(smk) -> None:
     }
     totals["seconds"] = round(totals["seconds"], 3)
     totals["images_per_s"] = round(totals["images"] / totals["seconds"], 2) if totals["seconds"] else 0.0
-    totals["dataset_bytes"] = os.path.getsize(smk.input.dataset)
+    totals["dataset_bytes"] = os.path.getsize(dataset)
     reasons: dict[str, int] = {}
     for s in shards:
         for reason, count in s["skipped_by_reason"].items():
             reasons[reason] = reasons.get(reason, 0) + count
     totals["skipped_by_reason"] = reasons
-    write_json(smk.output.stats, {"dataset": smk.input.dataset, "totals": totals, "shards": shards})
+    write_json(out, {"dataset": dataset, "totals": totals, "shards": shards})
     print(f"stats: {totals['images']} images in {len(shards)} shards, {totals['images_per_s']} images/s", file=sys.stderr)
 
 
@@ -213,6 +214,7 @@ def gather_job(smk) -> None:
     )
     for path, reason in done.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    write_stats(list(smk.input.stats), smk.output.dataset, smk.output.stats)
     # The run's summary: in the log, and on the terminal where snakemake shows job output.
     print(summary, file=sys.stderr)
     print(summary + (f" (listed in {smk.log[0]} and the dataset's 'skipped' group)" if done.skipped else ""))

@@ -92,7 +92,6 @@ def test_every_rule_writes_its_log(images, workdir):
         "logs/decode_shard/dataset/000.log",
         "logs/decode_shard/dataset/001.log",
         "logs/gather/dataset.log",
-        "logs/stats/dataset.log",
     ]
     summary = (workdir / "logs/decode_shard/dataset/000.log").read_text()
     assert "shard 0: " in summary and "images/s" in summary

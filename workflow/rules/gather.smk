@@ -1,8 +1,12 @@
+# The shard files into one dataset, and their stats files into one: a single
+# job, so a rerun for one changed image starts one process here, not two.
 rule gather:
     input:
         shards=get_shard_files,
+        stats=get_shard_stats,
     output:
         dataset=f"{RESULTS}{{dataset}}{EXT}",
+        stats=f"{RESULTS}{{dataset}}.stats.json",
     log:
         "logs/gather/{dataset}.log",
     conda:
