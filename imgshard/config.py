@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jsonschema
 import psutil
 import yaml
@@ -18,8 +20,26 @@ def resolve_workers(workers: int | str) -> int:
     return physical_cores() if workers == "auto" else int(workers)
 
 
+def shard_workers(workers: int | str, shards: int, cores: int | None) -> int:
+    """Worker processes of each shard job.
+
+    auto shares the cores (physical ones, at most ``cores``) out over the
+    shards: with fewer cores than shards, jobs of one worker each run side by
+    side, so one job's start-up and writing overlap another's decoding (one
+    job holding every core left them idle meanwhile); with more cores than
+    shards, every job gets its share.
+    """
+    if workers != "auto":
+        return int(workers)
+    available = min(physical_cores(), cores) if cores else physical_cores()
+    return max(1, math.ceil(available / shards))
+
+
 def normalize(config: dict) -> dict:
-    """Undo what ``--config`` does to values: ``image_size=[256,256]`` arrives as strings, so may ``reducing_gap=3``."""
+    """Undo what ``--config`` does to values: ``image_size=[256,256]`` arrives as strings, so may ``reducing_gap=3`` and ``reuse=false``."""
+    for key in ("reuse", "check_disk_space"):
+        if isinstance(config.get(key), str) and config[key].lower() in ("true", "false"):
+            config[key] = config[key].lower() == "true"
     for settings in [config, *(config.get("datasets") or {}).values()]:
         if not isinstance(settings, dict):
             continue

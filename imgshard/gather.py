@@ -20,6 +20,7 @@ from .write import (
     LABELS,
     MASKS,
     compression_args,
+    copy_chunk,
     ensure_space,
     mask_compression,
     read_index,
@@ -159,7 +160,6 @@ def _copy_chunks(src: h5py.Dataset, dst: h5py.Dataset, offset: int) -> None:
     same_filters = src.compression == dst.compression and src.chunks == dst.chunks
     for i in range(src.shape[0]):
         if same_filters:
-            mask, chunk = src.id.read_direct_chunk((i, 0, 0, 0))
-            dst.id.write_direct_chunk((offset + i, 0, 0, 0), chunk, mask)
+            copy_chunk(src, i, dst, offset + i)
         else:
             dst[offset + i] = src[i]

@@ -89,13 +89,13 @@ def seconds_since_process_start() -> float:
 
 def start_method(configured: str) -> str:
     """``auto`` is fork here: this process runs no OpenCV before its workers
-    exist (the hazard fork has, see imgshard.decode.mp_context), and fork saves
+    exist (the hazard fork has, see imgshard.workers.mp_context), and fork saves
     starting a fork server in every shard job."""
     return "fork" if configured == "auto" else configured
 
 
 def decode_shard_job(smk) -> None:
-    from .decode import decode_shard
+    from .build import decode_shard
     from .labels import read_labels
     from .manifest import read as read_manifest
 
@@ -119,10 +119,11 @@ def decode_shard_job(smk) -> None:
         start_method=start_method(smk.params.start_method),
         labels=read_labels(smk.params.labels) if smk.params.labels else None,
         attrs={"shard": shard, "pixels": smk.params.pixels},
+        source_stats=[(e.size, e.mtime_ns) for e in entries] if smk.config.get("reuse", True) else None,
     )
     rate = len(result.paths) / result.seconds if result.seconds else 0.0
     print(
-        f"shard {shard}: {len(result.paths)} images, {len(result.skipped)} skipped,"
+        f"shard {shard}: {len(result.paths)} images ({result.reused} reused), {len(result.skipped)} skipped,"
         f" {result.seconds:.2f} s, {rate:.1f} images/s"
         f" ({smk.threads} workers, {result.buffers} x {result.buffer_rows}-image buffers)",
         file=sys.stderr,

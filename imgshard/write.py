@@ -29,6 +29,7 @@ SKIPPED = "skipped"  # group: paths and reasons of the images on_error: skip lef
 MASKS = "masks"
 LABELS = "labels"
 CLASS_COUNTS = "class_counts"  # attribute of masks or labels: images per class
+ROW_KEYS = "row_keys"  # shard files only: what each row was made from (see reuse.py)
 
 
 def mask_compression(compression: str) -> dict:
@@ -164,19 +165,34 @@ class ShardWriter:
                 **mask_compression(compression),
             )
             self.masks.attrs["classes"] = list(labels.classes)
-        self.count = 0
         self.failed = False
 
-    def write(self, buffer: np.ndarray, rows: int, masks: np.ndarray | None = None) -> None:
-        """Append the first ``rows`` rows of ``buffer`` (and ``masks``), one write_direct call each."""
-        if rows:
-            nbytes = buffer[:rows].nbytes + (masks[:rows].nbytes if masks is not None else 0)
-            ensure_space(self.path, nbytes)
-            with self._space_guard():
-                self.images.write_direct(buffer, np.s_[0:rows], np.s_[self.count : self.count + rows])
+    def write(self, buffer: np.ndarray, pairs: list[tuple[int, int]], masks: np.ndarray | None = None) -> None:
+        """Rows of ``buffer`` (and ``masks``) into the file: (buffer row, file row) pairs, ascending.
+
+        One write_direct call per run of consecutive rows: a batch with nothing
+        skipped or reused in between goes in one call.
+        """
+        if not pairs:
+            return
+        row_bytes = buffer[0].nbytes + (masks[0].nbytes if masks is not None else 0)
+        ensure_space(self.path, row_bytes * len(pairs))
+        with self._space_guard():
+            for src, dst, count in _runs(pairs):
+                self.images.write_direct(buffer, np.s_[src : src + count], np.s_[dst : dst + count])
                 if self.masks is not None:
-                    self.masks.write_direct(masks, np.s_[0:rows], np.s_[self.count : self.count + rows])
-            self.count += rows
+                    self.masks.write_direct(masks, np.s_[src : src + count], np.s_[dst : dst + count])
+
+    def copy(self, images: h5py.Dataset, masks: h5py.Dataset | None, pairs: list[tuple[int, int]]) -> None:
+        """Rows of another file's ``images`` (and ``masks``) into this one as stored: (their row, file row) pairs."""
+        if not pairs:
+            return
+        ensure_space(self.path, (_row_bytes(images) + (_row_bytes(masks) if masks is not None else 0)) * len(pairs))
+        with self._space_guard():
+            for old, new in pairs:
+                copy_chunk(images, old, self.images, new)
+                if self.masks is not None:
+                    copy_chunk(masks, old, self.masks, new)
 
     @contextlib.contextmanager
     def _space_guard(self):
@@ -198,11 +214,13 @@ class ShardWriter:
         skipped: list[tuple[str, str]],
         attrs: dict,
         labels: list[int] | None = None,
+        row_keys: list[bytes] | None = None,
     ) -> None:
-        assert len(paths) == self.count, (len(paths), self.count)
-        self.images.resize(self.count, axis=0)
+        """Cut the file to its ``len(paths)`` rows, add the index, and make it visible."""
+        count = len(paths)
+        self.images.resize(count, axis=0)
         if self.masks is not None:
-            self.masks.resize(self.count, axis=0)
+            self.masks.resize(count, axis=0)
         if self.labels is not None and self.labels.kind == "labels":
             write_labels(self._file, labels or [], self.labels.classes)
         if self.labels is not None:
@@ -212,6 +230,8 @@ class ShardWriter:
         with self._space_guard():
             write_index(self._file, paths, sha256, sizes)
             write_skipped(self._file, skipped)
+            if row_keys is not None:
+                self._file.create_dataset(ROW_KEYS, data=np.array(row_keys, dtype="S32"))
             write_attrs(self._file, attrs)
             self._file.close()
         os.replace(self.tmp, self.path)
@@ -232,3 +252,43 @@ class ShardWriter:
             os.unlink(self.tmp)
         if failure is not None:
             raise failure
+
+
+def write_rows_in_place(f: h5py.File, buffer: np.ndarray, masks: np.ndarray | None, pairs: list[tuple[int, int]]) -> None:
+    """Overwrite rows of an existing shard file: (buffer row, file row) pairs."""
+    for src, dst in pairs:
+        f[IMAGES].write_direct(buffer, np.s_[src], np.s_[dst])
+        if masks is not None:
+            f[MASKS].write_direct(masks, np.s_[src], np.s_[dst])
+
+
+def update_index(f: h5py.File, paths, sha256, sizes, row_keys, attrs: dict, labels=None, class_values=None) -> None:
+    """Rewrite an existing shard file's index for the same ``paths``, after rows of it changed."""
+    f[SHA256][...] = np.array(sha256, dtype="S64")
+    f[ORIGINAL_SIZE][...] = np.asarray(sizes, dtype=np.int32).reshape(-1, 2)
+    f[ROW_KEYS][...] = np.array(row_keys, dtype="S32")
+    if class_values is not None:
+        f[LABELS][...] = np.asarray(class_values, dtype=np.int64)
+    if labels is not None:
+        target_of(f).attrs[CLASS_COUNTS] = labels.counts(paths)
+    write_attrs(f, attrs)
+
+
+def _runs(pairs: list[tuple[int, int]]):
+    """(first source row, first destination row, length) of each run where both rise by one."""
+    start = 0
+    for i in range(1, len(pairs) + 1):
+        if i == len(pairs) or pairs[i] != (pairs[i - 1][0] + 1, pairs[i - 1][1] + 1):
+            yield pairs[start][0], pairs[start][1], i - start
+            start = i
+
+
+def _row_bytes(ds: h5py.Dataset) -> int:
+    return int(np.prod(ds.shape[1:])) * ds.dtype.itemsize
+
+
+def copy_chunk(src: h5py.Dataset, old: int, dst: h5py.Dataset, new: int) -> None:
+    """Row ``old`` of ``src`` to row ``new`` of ``dst`` as stored, one chunk each: never decompressed."""
+    zeros = (0,) * (src.ndim - 1)
+    filter_mask, chunk = src.id.read_direct_chunk((old, *zeros))
+    dst.id.write_direct_chunk((new, *zeros), chunk, filter_mask)

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from imgshard.decode import decode_shard
+from imgshard.build import decode_shard
 from imgshard.errors import ImgshardError
 from imgshard.geometry import Geometry
 from tests.conftest import make_images, reference_pixels
@@ -20,7 +20,7 @@ def big_images(tmp_path_factory):
 
 
 # Not fork: this test process has run OpenCV, whose thread pool a forked child
-# inherits locked (see imgshard.decode.mp_context); the fork path is tested
+# inherits locked (see imgshard.workers.mp_context); the fork path is tested
 # through snakemake, whose job process runs no OpenCV before starting workers.
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 def test_batches_through_two_buffers_give_exact_pixels(big_images, tmp_path, start_method):

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from imgshard.decode import decode_shard
+from imgshard.build import decode_shard
 from imgshard.errors import ImgshardError
 from imgshard.gather import gather
 from imgshard.geometry import Geometry

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from imgshard import shm
-from imgshard.decode import decode_shard
+from imgshard.build import decode_shard
 from imgshard.errors import ImgshardError
 from imgshard.geometry import Geometry
 from imgshard.header import header_of

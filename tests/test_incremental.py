@@ -78,3 +78,106 @@ def test_setting_that_keeps_pixels_redoes_no_shard(built):
     images, work = built
     out, _ = rerun(work, images, workers=1, shm_budget_mb=64)
     assert jobs_run(out, "decode_shard") == 0
+
+
+# --- reuse: a rerun shard copies its unchanged rows from its previous file ---
+
+
+def shard_log(work, rel: str) -> str:
+    return (work / f"logs/decode_shard/dataset/{shard_of(rel, SHARDS):03d}.log").read_text()
+
+
+def reused(work, rel: str) -> tuple[int, int]:
+    """(images, reused) of the shard ``rel`` falls in, from its log's summary line."""
+    import re
+
+    m = re.search(r"^shard \d+: (\d+) images \((\d+) reused\)", shard_log(work, rel), flags=re.M)
+    return int(m.group(1)), int(m.group(2))
+
+
+def assert_same_as_fresh_build(tmp_path, images, ds, **config):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    snakemake(fresh, images_dir=images, shards=SHARDS, **config)
+    want = read_dataset(fresh / "results/dataset.h5")
+    assert ds["paths"] == want["paths"]
+    assert ds["sha256"] == want["sha256"]
+    assert (ds["original_size"] == want["original_size"]).all()
+    assert (ds["images"] == want["images"]).all()
+
+
+@pytest.mark.parametrize("change", ["changed", "added", "removed", "touched"])
+def test_rerun_copies_unchanged_rows_and_equals_a_fresh_build(built, tmp_path, change):
+    images, work = built
+    rel = {"changed": "img0005.jpg", "added": "sub/new.jpg", "removed": "img0007.jpg", "touched": "img0004.jpg"}[change]
+    others = sum(1 for p in images.rglob("*.jpg") if shard_of(p.relative_to(images).as_posix(), SHARDS) == shard_of(rel, SHARDS))
+    if change == "changed":
+        write_image(images / rel, seed=12345)
+    elif change == "added":
+        write_image(images / rel, seed=777)
+    elif change == "removed":
+        os.unlink(images / rel)
+    else:
+        st = os.stat(images / rel)
+        os.utime(images / rel, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    out, ds = rerun(work, images)
+    assert jobs_run(out, "decode_shard") == 1
+    kept, copied = reused(work, rel)
+    # Every other image of the shard is copied; the changed, new or touched one is decoded.
+    expected = {"changed": others - 1, "added": others, "removed": others - 1, "touched": others - 1}[change]
+    assert copied == expected and kept == copied + (change != "removed")
+    assert_same_as_fresh_build(tmp_path, images, ds)
+
+
+def test_rerun_after_a_pixel_setting_changed_reuses_nothing(built, tmp_path):
+    images, work = built
+    out, ds = rerun(work, images, image_size="[24,32]")
+    assert jobs_run(out, "decode_shard") == SHARDS
+    assert "built with other settings; decoding every image" in shard_log(work, "img0001.jpg")
+    assert reused(work, "img0001.jpg")[1] == 0
+    assert_same_as_fresh_build(tmp_path, images, ds, image_size="[24,32]")
+
+
+def test_reuse_false_decodes_every_image_of_a_rerun_shard(built):
+    images, work = built
+    write_image(images / "img0005.jpg", seed=4242)
+    out, ds = rerun(work, images, reuse="false")
+    assert reused(work, "img0005.jpg")[1] == 0
+    i = ds["paths"].index("img0005.jpg")
+    assert (ds["images"][i] == reference_pixels(images, "img0005.jpg")).all()
+
+
+def test_previous_files_are_links_to_the_shard_files_not_copies(built):
+    _, work = built
+    shards = work / "results/dataset.shards"
+    for shard in sorted(shards.glob("shard-*.h5")):
+        assert os.path.samefile(shard, shards / "previous" / shard.name)
+
+
+@pytest.mark.parametrize("changed", [1, 5])
+def test_few_changed_rows_are_written_over_the_previous_file(tmp_path, changed):
+    """One changed image of twelve: its row is overwritten in the previous file (the same inode
+    becomes the new shard file); five of twelve: a new file with the other rows copied."""
+    images = tmp_path / "images"
+    rels = make_images(images, 24)
+    work = tmp_path / "work"
+    work.mkdir()
+    snakemake(work, images_dir=images, shards=2)
+    shards = work / "results/dataset.shards"
+    in_shard_0 = [r for r in rels if shard_of(r, 2) == 0]
+    inode = os.stat(shards / "previous/shard-000.h5").st_ino
+    for k, rel in enumerate(in_shard_0[:changed]):
+        write_image(images / rel, seed=9000 + k)
+    snakemake(work, images_dir=images, shards=2)
+    log = (work / "logs/decode_shard/dataset/000.log").read_text()
+    assert f"{len(in_shard_0)} images ({len(in_shard_0) - changed} reused)" in log
+    same_file = os.stat(shards / "shard-000.h5").st_ino == inode
+    assert same_file == (changed == 1) and ("(in place)" in log) == (changed == 1)
+    assert os.path.samefile(shards / "shard-000.h5", shards / "previous/shard-000.h5")
+    assert not list(shards.glob("*.tmp-*")) and not list((shards / "previous").glob("*.tmp-*"))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    snakemake(fresh, images_dir=images, shards=2)
+    got, want = read_dataset(work / "results/dataset.h5"), read_dataset(fresh / "results/dataset.h5")
+    assert got["paths"] == want["paths"] and got["sha256"] == want["sha256"]
+    assert (got["images"] == want["images"]).all() and (got["original_size"] == want["original_size"]).all()

@@ -173,3 +173,24 @@ def test_training_example_runs_two_steps(clouds, workdir):
     lines = proc.stdout.splitlines()
     assert [ln.split(":")[0] for ln in lines] == ["step 1", "step 2"]
     assert "classes Fish, Flower, Gravel, Sugar" in lines[0] and "nan" not in proc.stdout
+
+
+@pytest.mark.parametrize("relabelled", [1, 4])
+def test_a_relabelled_image_gets_new_masks_and_the_others_keep_theirs(clouds, workdir, relabelled):
+    """A mask's run-length strings are part of its row's key: a rerun redoes exactly the relabelled
+    rows, written over the previous file (one of nine) or into a new one (four of nine)."""
+    images, csv, truth = clouds
+    snakemake(workdir, images_dir=images, labels=csv, shards=1)
+    for k, rel in enumerate(sorted(truth)[:relabelled]):
+        truth[rel] = random_masks(100 + k)
+    write_clouds_csv(csv, truth)
+    out = snakemake(workdir, images_dir=images, labels=csv, shards=1).stdout
+    assert jobs_run(out, "decode_shard") == 1
+    log = (workdir / "logs/decode_shard/dataset/000.log").read_text()
+    assert f"9 images ({9 - relabelled} reused)" in log
+    with h5py.File(workdir / "results/dataset.h5", "r") as f:
+        paths = list(f["paths"].asstr()[()])
+        for i, rel in enumerate(paths):
+            assert (f["masks"][i] == truth[rel]).all(), rel
+        counts = f["masks"].attrs["class_counts"]
+    assert list(counts) == [sum(bool(m[..., k].any()) for m in truth.values()) for k in range(len(CLASSES))]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from imgshard import H5ImageDataset, ImgshardError, batches
-from imgshard.decode import decode_shard
+from imgshard.build import decode_shard
 from imgshard.gather import gather
 from imgshard.geometry import Geometry
 from tests.conftest import REPO, make_images, reference_pixels

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from imgshard.decode import MB, plan_buffers
+from imgshard.workers import MB, plan_buffers
 from imgshard.discover import find_images
 from imgshard.errors import ImgshardError
 from imgshard.shard import assign, shard_name, shard_of

@@ -5,7 +5,7 @@
 # One run builds one dataset or several, so the rules take a {dataset} wildcard.
 import threading
 
-from imgshard.config import resolve_workers, schema_defaults
+from imgshard.config import resolve_workers, schema_defaults, shard_workers
 from imgshard.plan import plan
 from imgshard.space import check_free_space
 
@@ -32,6 +32,16 @@ def get_dataset(wildcards):
 
 def get_manifest(wildcards):
     return get_dataset(wildcards).manifest(int(wildcards.shard))
+
+
+def get_shard_workers(wildcards):
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # no --cores: a cluster run, where jobs do not share one machine
+        cores = None
+    return shard_workers(
+        config["workers"], len(get_dataset(wildcards).shards), cores
+    )
 
 
 def get_setting(key):

@@ -9,7 +9,7 @@ rule decode_shard:
         "logs/decode_shard/{dataset}/{shard}.log",
     conda:
         "../../envs/decode_shard.yaml"
-    threads: WORKERS
+    threads: get_shard_workers
     resources:
         shm_mb=config["shm_budget_mb"],
         # On a cluster: the buffers (shm counts as the job's memory there) plus

@@ -1,0 +1,119 @@
+"""Step 3, decode: rows of unchanged images, taken from the shard's previous file instead of decoded again.
+
+A rerun of a shard for one changed image then costs that image's decode and
+a copy of the other rows' stored chunks, so shards can be few and large.
+
+Snakemake deletes a job's outputs before it runs it, so each finished shard
+file gets a second name, ``<stem>.shards/previous/shard-NNN.h5``: a hard link,
+not a second copy on disk. A rerun opens it and copies the stored chunk of
+every image whose row key is unchanged: its relative path, size and mtime (the
+test that made Snakemake rerun the shard) and, with masks, its run-length
+strings. The file as a whole must also have been built by the same imgshard
+and OpenCV with the same pixel settings. The link moves to a new file only once
+that file is complete, so a crash or an interrupt leaves the previous one; as
+every row is matched by its own key, an older file is still a correct source.
+
+When the shard lists the same images as before and only a few changed, the
+previous file itself becomes the new one: it is renamed to the job's
+temporary name and only the changed rows are overwritten, so a rerun for one
+changed image writes one image however large the shard. Only uncompressed
+pixels are updated so (a rewritten compressed chunk would leave the old one's
+space behind in the file). A failure midway loses the previous file, never a
+correct row: the temporary file is removed, and the next rerun decodes all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+import cv2
+import h5py
+import numpy as np
+
+from . import __version__
+from .write import IMAGES, MASKS, ORIGINAL_SIZE, PATHS, ROW_KEYS, SHA256
+
+PREVIOUS = "previous"
+FINGERPRINT = "reuse_fingerprint"  # attribute of a shard file: what its rows were made with
+
+
+def previous_path(shard_path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(shard_path)), PREVIOUS, os.path.basename(shard_path))
+
+
+def row_key(relpath: str, size: int, mtime_ns: int, target: tuple | None) -> bytes:
+    """What an image's row was made from: the file as the manifest saw it, and its masks' run-length strings."""
+    h = hashlib.blake2b(repr((relpath, size, mtime_ns, target)).encode("utf-8"), digest_size=16)
+    return h.hexdigest().encode("ascii")
+
+
+def fingerprint(pixels: dict, labels) -> str:
+    """Everything besides an image's own key that its stored row depends on."""
+    masks = list(labels.classes) if labels is not None and labels.kind == "masks" else None
+    return json.dumps(
+        {"pixels": pixels, "masks": masks, "imgshard": __version__, "opencv": cv2.__version__}, sort_keys=True
+    )
+
+
+class Previous:
+    """The shard's previous file: its index read up front, its rows opened for copying only once the workers exist.
+
+    (A file open before the fork would be open in every worker too, and HDF5's
+    lock on it would outlive the parent's close.)
+    """
+
+    def __init__(self, path: str, f: h5py.File):
+        self.path = path
+        self.paths = f[PATHS].asstr()[()].tolist()
+        self.sha256 = f[SHA256].asstr()[()]
+        self.sizes = f[ORIGINAL_SIZE][()]
+        self._rows = {key: row for row, key in enumerate(f[ROW_KEYS][()].tolist())}
+        self._file = self.images = self.masks = None
+
+    def row_of(self, key: bytes) -> int | None:
+        return self._rows.get(key)
+
+    def open(self) -> None:
+        self._file = h5py.File(self.path, "r")
+        self.images = self._file[IMAGES]
+        self.masks = self._file[MASKS] if MASKS in self._file else None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = self.images = self.masks = None
+
+
+def open_previous(shard_path: str, expected: str) -> Previous | None:
+    """The index of the previous file of ``shard_path`` if one was built with ``expected`` fingerprint; else None."""
+    path = previous_path(shard_path)
+    if not os.path.exists(path):
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get(FINGERPRINT) != expected or ROW_KEYS not in f:
+                print(f"reuse: {path} was built with other settings; decoding every image", file=sys.stderr)
+                return None
+            return Previous(path, f)
+    except (OSError, KeyError, ValueError) as e:
+        print(f"reuse: {path} cannot be read ({e}); decoding every image", file=sys.stderr)
+        return None
+
+
+def keep(shard_path: str) -> None:
+    """Give the finished ``shard_path`` its second name, replacing the previous one atomically."""
+    path = previous_path(shard_path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        os.link(shard_path, tmp)
+        os.replace(tmp, path)
+    except OSError as e:  # a filesystem without hard links: no reuse, nothing else lost
+        print(f"reuse: cannot link {shard_path} to {path} ({e.strerror}); its next rerun decodes every image", file=sys.stderr)
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,170 @@
+"""Step 3, decode: the worker processes of a shard job, and the shared memory they decode into.
+
+The parent creates one or two SharedArray buffers in /dev/shm and starts the
+workers; each worker attaches once and decodes every image it is given into
+its row of a buffer (decode.py). Only row numbers, digests and error strings
+travel between processes, never pixels. With two buffers the parent writes
+batch k to the shard file while the workers decode batch k+1.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import cv2
+import numpy as np
+
+from . import shm
+from .decode import decode_into, place_masks
+from .errors import ImgshardError
+from .geometry import Geometry
+
+MB = 1024 * 1024
+# Tasks per worker per batch: enough to even out slow images, few enough that
+# the per-message cost stays invisible.
+TASKS_PER_WORKER = 4
+# A shard that fits the budget still goes in this many batches, so that
+# writing all but the last overlaps decoding.
+MIN_BATCHES = 4
+
+
+@dataclass
+class Decoded:
+    row: int  # in the buffer
+    sha256: str | None
+    size: tuple[int, int] | None  # (height, width) of the decoded source
+    error: str | None
+
+
+# --- worker side -------------------------------------------------------------
+
+_buffers: list[np.ndarray] = []
+_masks: list[np.ndarray] = []
+_geometry: list[Geometry] = []
+
+
+def _init_worker(names: list[str], mask_names: list[str], geometry: Geometry) -> None:
+    # fork copies the parent's SIGTERM handler; a worker should simply die, the
+    # parent cleans up. Ctrl-C reaches the whole process group: the parent decides.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+    _buffers[:] = [shm.attach(name) for name in names]
+    _masks[:] = [shm.attach(name) for name in mask_names]
+    _geometry[:] = [geometry]
+
+
+def _decode_chunk(k: int, rows: list[int], paths: list[str], rles: list[tuple[str, ...]] | None) -> list[Decoded]:
+    buf, geometry = _buffers[k], _geometry[0]
+    out = []
+    for j, (row, path) in enumerate(zip(rows, paths)):
+        digest, size, error = decode_into(path, buf[row], geometry)
+        if error is None and rles is not None:
+            error = place_masks(rles[j], size, _masks[k][row], geometry)
+        out.append(Decoded(row, digest, size, error))
+    return out
+
+
+# --- parent side -------------------------------------------------------------
+
+
+def plan_buffers(n: int, image_bytes: int, budget_bytes: int, free_bytes: int) -> tuple[int, int]:
+    """(rows per buffer, number of buffers) for ``n`` images to decode.
+
+    Two buffers let writing overlap decoding; one is used when only one image
+    fits, or there is one image. Never more than /dev/shm has free: writing
+    past it kills the process with SIGBUS.
+    """
+    if n == 0:
+        return 0, 0
+    usable = min(budget_bytes, free_bytes)
+    if usable < image_bytes:
+        need = math.ceil(image_bytes / MB)
+        if budget_bytes < image_bytes:
+            raise ImgshardError(f"shm_budget_mb: {budget_bytes // MB} MB is less than one image ({need} MB)")
+        raise ImgshardError(
+            f"/dev/shm has {free_bytes // MB} MB free but one image needs {need} MB:"
+            f" free some, or raise its size (docker run --shm-size={2 * need}m)"
+        )
+    fit = usable // image_bytes
+    if fit < 2 or n < 2:
+        return min(fit, n), 1
+    return min(fit // 2, math.ceil(n / MIN_BATCHES)), 2
+
+
+def mp_context(start_method: str):
+    """The multiprocessing context workers start in.
+
+    fork is unsafe in a process that has already run OpenCV code: the child
+    inherits OpenCV's thread pool in a locked state and its first imread can
+    hang forever. A shard job runs none before its workers exist, so it forks;
+    other callers get forkserver, whose server imports this module once, so
+    each worker starts without paying for cv2's import.
+    """
+    ctx = get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+class Workers:
+    """``count`` worker processes attached to the buffers ``names`` (and ``mask_names``)."""
+
+    def __init__(self, count: int, start_method: str, names: list[str], mask_names: list[str], geometry: Geometry):
+        self.count = count
+        self.pool = ProcessPoolExecutor(
+            max_workers=count,
+            mp_context=mp_context(start_method),
+            initializer=_init_worker,
+            initargs=(names, mask_names, geometry),
+        )
+
+    def submit(self, k: int, paths: list[str], rles: list[tuple[str, ...]] | None) -> list:
+        """Decode ``paths`` into rows 0.. of buffer ``k``, in a few tasks per worker."""
+        m = len(paths)
+        per_task = max(1, math.ceil(m / (self.count * TASKS_PER_WORKER)))
+        return [
+            self.pool.submit(
+                _decode_chunk,
+                k,
+                list(range(i, min(i + per_task, m))),
+                paths[i : i + per_task],
+                rles[i : i + per_task] if rles is not None else None,
+            )
+            for i in range(0, m, per_task)
+        ]
+
+    @staticmethod
+    def collect(futures, progress, shard: int) -> list[Decoded]:
+        """Wait for ``futures``; their results in buffer-row order."""
+        decoded: list[Decoded] = []
+        remaining = set(futures)
+        try:
+            while remaining:
+                done, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    part = fut.result()
+                    decoded.extend(part)
+                    progress.update(len(part))
+        except BrokenProcessPool:
+            raise ImgshardError(
+                f"shard {shard}: a worker process died (killed, or out of memory); nothing was written"
+            ) from None
+        decoded.sort(key=lambda d: d.row)
+        return decoded
+
+    def stop(self, kill: bool) -> None:
+        if kill:
+            # No public way to stop workers mid-task before Python 3.14's terminate_workers().
+            terminate = getattr(self.pool, "terminate_workers", None)
+            if terminate is not None:
+                terminate()
+            else:
+                for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
