@@ -28,7 +28,7 @@ import psutil
 
 from imgshard.demo import write_demo
 
-from . import measure
+from . import measure, overhead
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--width", type=int, default=2100)
     parser.add_argument("--cores", type=int, default=psutil.cpu_count())
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--shards", type=int, default=16, help="the pipeline's shard count")
+    parser.add_argument("--shards", type=int, default=8, help="the pipeline's shard count (the project's default)")
+    parser.add_argument("--resized", default="512,2048", help="image counts of the resized builds (350x525); empty skips them")
+    parser.add_argument("--reruns", default="512,5000", help="image counts of the rerun test: the first full size, the rest resized")
+    parser.add_argument("--mixed", type=int, default=4, help="large photographs per kind for the mixed set; 0 skips it")
+    parser.add_argument("--mixed-scale", type=float, default=1.0, help="their sizes, scaled (the smoke test uses small ones)")
     parser.add_argument(
         "--scale", default="20000:64,100000:256,1000000:1024", help="IMAGES:SHARDS,... of tiny images in class folders; empty skips it"
     )
@@ -92,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
         generated = generate_classes(data / f"classes-{count}", count)
         scale.append(scale_test(data, count, shards, args.cores, generated))
     gaps = reducing_gap_test(data, images, args.photos)
-    results = report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps)
+    counts = lambda text: tuple(int(v) for v in text.split(",") if v)  # noqa: E731
+    around = overhead.run(data, images, args.cores, args.rounds, counts(args.resized), counts(args.reruns), args.mixed, args.mixed_scale, args.height, args.width)
+    results = report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps, around)
     write_outputs(results, out)
     shutil.rmtree(data / "work", ignore_errors=True)
     return results
@@ -124,8 +130,9 @@ def generate(folder: Path, count: int, height: int, width: int, cores: int) -> P
     return folder
 
 
-def contender(name: str, images: Path, out: Path, cores: int) -> measure.Measured:
-    m = measure.run([sys.executable, "-m", "benchmarks.contenders", name, str(images), str(out), "--cores", str(cores)], cwd=REPO)
+def contender(name: str, images: Path, out: Path, cores: int, *extra: str) -> measure.Measured:
+    cmd = [sys.executable, "-m", "benchmarks.contenders", name, str(images), str(out), "--cores", str(cores), *extra]
+    m = measure.run(cmd, cwd=REPO)
     out.unlink(missing_ok=True)
     if name == "limit":  # one process's decode work, shared out ideally over the cores
         m.seconds /= cores
@@ -321,7 +328,7 @@ def machine() -> dict:
     }
 
 
-def report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps) -> dict:
+def report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps, around) -> dict:
     median = {k: statistics.median(m.seconds for m in v) for k, v in runs.items()}
     rows = {}
     for name, measured in runs.items():
@@ -344,6 +351,11 @@ def report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps) -> dict:
     ]  # fmt: skip
     targets += scale_targets(scale)
     targets += gap_targets(gaps)
+    targets += overhead.targets(around)
+    # Full size: what the build wrote, against a plain write of the same bytes; and the estimate for more cores.
+    around["write_bandwidth"] = overhead.write_bandwidth(Path(args.data), n, (args.height, args.width), median["pipeline"], time_split["write"])
+    if around["resized"] and around["reruns"]:
+        around["estimate"] = overhead.estimate(around["resized"][0], around["reruns"][0], args.cores, time_split, n, around["write_bandwidth"])
     return {
         "machine": machine(),
         "setup": {"images": n, "size": [args.height, args.width], "cores": args.cores, "rounds": args.rounds, "shards": args.shards},
@@ -353,6 +365,7 @@ def report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps) -> dict:
         "workers_sweep": sweep,
         "scale": scale,
         "reducing_gap": gaps,
+        "overhead": around,
         "targets": [{"target": t, "bound": b, "measured": m, "met": bool(ok)} for t, b, m, ok in targets],
     }
 
@@ -407,9 +420,43 @@ def markdown(r: dict) -> str:
         for key, v in g["gaps"].items():
             p, c = v["photos"], v["clouds"]
             lines.append(f"| {key} | {p['ms_per_image']:.1f} | {p['mean_grey_levels']:.2f} / {p['max_grey_levels']:.2f} | {c['ms_per_image']:.1f} |")
+    lines += overhead_markdown(r.get("overhead") or {})
     lines += ["", "| target | bound | measured | met |", "|---|---|---:|---|"]
     lines += [f"| {t['target']} | {t['bound']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |" for t in r["targets"]]
     return "\n".join(lines) + "\n"
+
+
+def overhead_markdown(o: dict) -> list[str]:
+    lines = []
+    if o.get("resized"):
+        lines += ["", "Resized builds (Clouds-size JPEGs to 350x525, default config); seconds:", ""]
+        lines += ["| images | pipeline | serial loop | decode limit | pipeline / limit | speed-up over serial |", "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {x['images']:,} | {x['pipeline']:.2f} | {x['serial']:.2f} | {x['limit']:.2f} | {x['pipeline_over_limit']:.2f}x | {x['speedup_over_serial']:.2f}x |" for x in o["resized"]]
+    if o.get("photos"):
+        p = o["photos"]
+        lines += ["", f"Mixed large photographs ({p['images']}: JPEG 1920x1080 to 5120x2880, RGBA PNG, 4096x4096 WebP) to 384x512:"
+                  f" pipeline {p['pipeline']:.2f} s, serial loop {p['serial']:.2f} s, {p['speedup_over_serial']:.2f}x."]
+    if o.get("reruns"):
+        lines += ["", "Reruns (seconds; ratios to the no-op rerun):", ""]
+        lines += ["| images | config | build | no-op | one changed | one added | one removed |", "|---:|---|---:|---:|---:|---:|---:|"]
+        for x in o["reruns"]:
+            cfg = ", ".join(f"{k}={v}" for k, v in x["config"].items()) or "default (full size)"
+            lines.append(
+                f"| {x['images']:,} | {cfg} | {x['build']:.1f} | {x['noop']:.2f} | {x['changed']:.2f} ({x['changed_over_noop']:.2f}x)"
+                f" | {x['added']:.2f} ({x['added_over_noop']:.2f}x) | {x['removed']:.2f} ({x['removed_over_noop']:.2f}x) |"
+            )
+    if o.get("write_bandwidth"):
+        w = o["write_bandwidth"]
+        phase = f"{w['shard_write_phase_gb_s']} GB/s" if w["shard_write_phase_gb_s"] else "n/a"
+        lines += ["", f"Full-size write: {w['bytes'] / 1e9:.2f} GB. A plain file write of the same bytes: {w['plain_write_gb_s']} GB/s;"
+                  f" the pipeline end to end: {w['pipeline_end_to_end_gb_s']} GB/s; one shard job's write phase: {phase}."]
+    if o.get("estimate"):
+        e = o["estimate"]
+        lines += ["", f"Estimate from these figures: a resized build of {e['images']:,} Clouds images ({e['per_image_ms']} ms of decode per image and core,"
+                  f" {e['row_bytes'] / 1e6:.2f} MB per row, 8 shards), seconds:", ""]
+        lines += ["| cores | decode | write | fixed (Snakemake, job start) | total | bound by |", "|---:|---:|---:|---:|---:|---|"]
+        lines += [f"| {x['cores']} | {x['decode_s']} | {x['write_s']} | {x['fixed_s']} | {x['total_s']} | {x['bound']} |" for x in e["rows"]]
+    return lines  # fmt: skip
 
 
 def charts(r: dict, out: Path) -> None:

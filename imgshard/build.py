@@ -167,14 +167,16 @@ def decode_shard(
             reuse.keep(out_path)
         return result
     finally:
-        if previous is not None:
-            previous.close()
-        if pool is not None:
-            pool.stop(kill=not finished)
-        if writer is not None and not finished:
-            writer.abort()
-        for name in names + mask_names:
-            shm.delete(name)
+        try:
+            if previous is not None:
+                previous.close()
+            if pool is not None:
+                pool.stop(kill=not finished)
+            if writer is not None and not finished:
+                writer.abort()  # may raise DiskFull: the segments still go
+        finally:
+            for name in names + mask_names:
+                shm.delete(name)
 
 
 # In place only while the changed rows are few: otherwise most of the file is

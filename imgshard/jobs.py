@@ -162,10 +162,15 @@ def shard_stats(shard: int, source_bytes: int, shard_file: str, result, timings:
 
 def write_json(path: str, data) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OSError(e.errno, e.strerror, path) from None  # the one-line error names the file
 
 
 def write_stats(shard_stats_files: list[str], dataset: str, out: str) -> None:

@@ -106,14 +106,14 @@ def open_previous(shard_path: str, expected: str) -> Previous | None:
 def keep(shard_path: str) -> None:
     """Give the finished ``shard_path`` its second name, replacing the previous one atomically."""
     path = previous_path(shard_path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         if os.path.exists(tmp):
             os.unlink(tmp)
         os.link(shard_path, tmp)
         os.replace(tmp, path)
-    except OSError as e:  # a filesystem without hard links: no reuse, nothing else lost
+    except OSError as e:  # no hard links here, or no room for the folder: no reuse, nothing else lost
         print(f"reuse: cannot link {shard_path} to {path} ({e.strerror}); its next rerun decodes every image", file=sys.stderr)
         if os.path.exists(tmp):
             os.unlink(tmp)

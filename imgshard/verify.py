@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from .decode import decode_into, mp_context
+from .decode import decode_into
+from .workers import mp_context
 from .errors import ImgshardError
 from .geometry import Geometry
 from .read import check_sources

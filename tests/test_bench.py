@@ -12,6 +12,7 @@ def test_benchmark_smoke(tmp_path):
     results = main(
         ["--count", "4", "--height", "40", "--width", "60", "--rounds", "1", "--shards", "2"]
         + ["--scale", "40:2,60:2", "--photos", "1", "--data", str(tmp_path / "data"), "--out", str(out)]
+        + ["--resized", "4", "--reruns", "4,6", "--mixed", "1", "--mixed-scale", "0.05"]
     )
     assert set(results["contenders"]) == {"serial", "pool", "pipeline", "incremental", "limit"}
     assert results["pipeline_time_split"]["startup"] > 0 and results["pipeline_time_split"]["write"] > 0
@@ -19,8 +20,13 @@ def test_benchmark_smoke(tmp_path):
     assert [s["images"] for s in results["scale"]] == [40, 60]
     assert results["scale"][0]["one_changed_shard_jobs"] == 1
     assert set(results["reducing_gap"]["gaps"]) == {"null", "1.0", "2.0"} and results["reducing_gap"]["photos"] == 4
-    assert len(results["targets"]) == 5
+    around = results["overhead"]
+    assert [x["images"] for x in around["resized"]] == [4] and around["photos"]["images"] == 6
+    assert [x["images"] for x in around["reruns"]] == [4, 6] and around["write_bandwidth"]["plain_write_gb_s"] > 0
+    assert [x["cores"] for x in around["estimate"]["rows"]][1:] == [16, 64]
+    assert len(results["targets"]) == 5 + 2 + 1 + 6
     assert json.loads((out / "results.json").read_text()) == results
     assert "| pipeline |" in (out / "results.md").read_text() and "| reducing_gap |" in (out / "results.md").read_text()
+    assert "| one changed | one added | one removed |" in (out / "results.md").read_text()
     for chart in ("speed.png", "workers.png"):
         assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -37,11 +37,11 @@ def get_manifest(wildcards):
 def get_shard_workers(wildcards):
     try:
         cores = workflow.cores
-    except WorkflowError:  # no --cores: a cluster run, where jobs do not share one machine
+    except (
+        WorkflowError
+    ):  # no --cores: a cluster run, where jobs do not share one machine
         cores = None
-    return shard_workers(
-        config["workers"], len(get_dataset(wildcards).shards), cores
-    )
+    return shard_workers(config["workers"], len(get_dataset(wildcards).shards), cores)
 
 
 def get_setting(key):
