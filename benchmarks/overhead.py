@@ -148,31 +148,43 @@ def write_bandwidth(data: Path, n: int, size: tuple[int, int], pipeline_seconds:
     return out
 
 
-def estimate(resized_512: dict, reruns_small: dict, cores: int, time_split: dict, n_full: int, bandwidth: dict) -> dict:
-    """From this run's own figures, a resized build of 100,000 Clouds images at 2, 16 and 64 cores."""
+def estimate(resized_builds: list[dict], reruns_small: dict, cores: int, bandwidth: dict, shards: int) -> dict:
+    """From this run's own figures, a resized build of 100,000 Clouds images at this many cores, 16 and 64.
+
+    Per image: what the largest resized build cost beyond a no-op run, in core-seconds (decoding,
+    hashing, job starts, writing, gather: everything that grows with images). Writing is bounded
+    by the disk (a plain write) and by one writer per shard job, at most ``shards`` of them.
+    """
     n = 100_000
-    per_image = resized_512["limit"] * cores / resized_512["images"]  # one core, fastest reduction
+    big = max(resized_builds, key=lambda x: x["images"])
     fixed = reruns_small["noop"]  # Snakemake's start, scan and DAG
-    shards = 8
-    job = time_split["startup"] / max(1, shards)  # a shard job's start-up, as measured per job
+    per_image = (big["pipeline"] - fixed) * cores / big["images"]
     row_bytes = CLOUDS_SIZE[0] * CLOUDS_SIZE[1] * 3
-    writer = bandwidth["shard_write_phase_gb_s"] or bandwidth["plain_write_gb_s"]
     disk = bandwidth["plain_write_gb_s"]
+    writer = bandwidth["shard_write_phase_gb_s"] or disk
     rows = []
     for c in (cores, 16, 64):
-        decode = n * per_image / c
+        work = n * per_image / c
         write = n * row_bytes / 1e9 / min(disk, writer * min(shards, c))
         rows.append(
             {
                 "cores": c,
-                "decode_s": round(decode, 1),
+                "work_s": round(work, 1),
                 "write_s": round(write, 1),
-                "fixed_s": round(fixed + job * 2, 1),
-                "total_s": round(fixed + job * 2 + max(decode, write), 1),
-                "bound": "decode" if decode >= write else "write",
+                "total_s": round(fixed + max(work, write), 1),
+                "bound": "cores" if work >= write else "disk" if disk <= writer * min(shards, c) else "writers",
             }
         )
-    return {"images": n, "per_image_ms": round(1000 * per_image, 2), "row_bytes": row_bytes, "rows": rows}
+    return {
+        "images": n,
+        "per_image_core_ms": round(1000 * per_image, 2),
+        "limit_per_image_core_ms": round(1000 * big["limit"] * cores / big["images"], 2),
+        "fixed_s": fixed,
+        "row_bytes": row_bytes,
+        "writers_gb_s": round(writer * shards, 2),
+        "disk_gb_s": disk,
+        "rows": rows,
+    }
 
 
 def _medians(runs: dict[str, list[float]], count: int) -> dict:
