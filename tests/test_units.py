@@ -97,3 +97,14 @@ def test_plan_buffers_refuses_what_cannot_fit():
         plan_buffers(5, 3 * MB, 2 * MB, 100 * MB)
     with pytest.raises(ImgshardError, match=r"/dev/shm has 2 MB free but one image needs 3 MB.*--shm-size"):
         plan_buffers(5, 3 * MB, 100 * MB, 2 * MB)
+
+
+def test_auto_workers_share_the_cores_out_over_the_shards(monkeypatch):
+    from imgshard import config
+
+    monkeypatch.setattr(config, "physical_cores", lambda: 64)
+    assert config.shard_workers("auto", 8, None) == 8  # 8 jobs of 8 workers
+    assert config.shard_workers("auto", 8, 2) == 1  # --cores 2: two one-worker jobs side by side
+    assert config.shard_workers("auto", 8, 12) == 2  # rounded up
+    assert config.shard_workers("auto", 100, None) == 1
+    assert config.shard_workers(3, 8, 2) == 3  # a number is taken as it is

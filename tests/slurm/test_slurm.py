@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from imgshard.config import physical_cores
+from imgshard.config import shard_workers
 from tests.conftest import REPO, make_images, snakemake
 
 pytestmark = pytest.mark.slurm
@@ -56,8 +56,8 @@ def test_slurm_build_equals_local_build_and_its_shards_ran_as_slurm_jobs(tmp_pat
         # MinJobAge keeps finished jobs in slurmctld's memory: scontrol still knows them.
         shown = subprocess.run(["scontrol", "show", "job", jobid], capture_output=True, text=True).stdout
         assert "JobState=COMPLETED" in shown, shown
-        # what the rule asks for: cpus_per_task = workers, mem_mb = shm_budget_mb + 2048
-        assert f"CPUs/Task={physical_cores()} " in shown, shown
+        # what the rule asks for: cpus_per_task = workers (auto: this machine's cores over 3 shards), mem_mb = shm_budget_mb + 2048
+        assert f"CPUs/Task={shard_workers('auto', 3, None)} " in shown, shown
         assert "MinMemoryNode=3G " in shown, shown
         logs = list((cluster / ".snakemake/slurm_logs/rule_decode_shard").glob(f"*/{jobid}.log"))
         assert len(logs) == 1, f"no SLURM log of job {jobid}"
