@@ -9,7 +9,8 @@ not a second copy on disk. A rerun opens it and copies the stored chunk of
 every image whose row key is unchanged: its relative path, size and mtime (the
 test that made Snakemake rerun the shard) and, with masks, its run-length
 strings. The file as a whole must also have been built by the same imgshard
-and OpenCV with the same pixel settings. The link moves to a new file only once
+(version, and the source of the modules that make pixels) and OpenCV with
+the same pixel settings. The link moves to a new file only once
 that file is complete, so a crash or an interrupt leaves the previous one; as
 every row is matched by its own key, an older file is still a correct source.
 
@@ -54,8 +55,21 @@ def fingerprint(pixels: dict, labels) -> str:
     """Everything besides an image's own key that its stored row depends on."""
     masks = list(labels.classes) if labels is not None and labels.kind == "masks" else None
     return json.dumps(
-        {"pixels": pixels, "masks": masks, "imgshard": __version__, "opencv": cv2.__version__}, sort_keys=True
+        {"pixels": pixels, "masks": masks, "imgshard": __version__, "code": _pixel_code(), "opencv": cv2.__version__},
+        sort_keys=True,
     )
+
+
+def _pixel_code() -> str:
+    # The modules that turn a file into a row: an edit to one of them (the version
+    # need not change) must not let a rerun copy rows its old code made.
+    from . import decode, geometry, header, labels
+
+    h = hashlib.blake2b(digest_size=8)
+    for module in (decode, geometry, header, labels):
+        with open(module.__file__, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
 
 
 class Previous:
