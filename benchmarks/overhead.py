@@ -7,7 +7,6 @@ Called by bench.main; every figure is a median over rounds that rotate the order
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import bench, measure
+from . import bench
 
 CLOUDS_SIZE = (350, 525)
 PHOTO_SIZE = (384, 512)
@@ -225,5 +224,4 @@ def run(data: Path, images: Path, cores: int, rounds: int, counts: tuple[int, ..
     shutil.rmtree(data / "work", ignore_errors=True)
     for count in rerun_counts:
         shutil.rmtree(data / f"rerun-{count}", ignore_errors=True)
-    os.makedirs(data, exist_ok=True)
     return out

@@ -32,7 +32,6 @@ import sys
 
 import cv2
 import h5py
-import numpy as np
 
 from . import __version__
 from .write import IMAGES, MASKS, ORIGINAL_SIZE, PATHS, ROW_KEYS, SHA256

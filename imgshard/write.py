@@ -30,6 +30,7 @@ MASKS = "masks"
 LABELS = "labels"
 CLASS_COUNTS = "class_counts"  # attribute of masks or labels: images per class
 ROW_KEYS = "row_keys"  # shard files only: what each row was made from (see reuse.py)
+ROW_KEY_DTYPE = "S32"
 
 
 def mask_compression(compression: str) -> dict:
@@ -231,7 +232,7 @@ class ShardWriter:
             write_index(self._file, paths, sha256, sizes)
             write_skipped(self._file, skipped)
             if row_keys is not None:
-                self._file.create_dataset(ROW_KEYS, data=np.array(row_keys, dtype="S32"))
+                self._file.create_dataset(ROW_KEYS, data=np.array(row_keys, dtype=ROW_KEY_DTYPE))
             write_attrs(self._file, attrs)
             self._file.close()
         os.replace(self.tmp, self.path)
@@ -266,7 +267,7 @@ def update_index(f: h5py.File, paths, sha256, sizes, row_keys, attrs: dict, labe
     """Rewrite an existing shard file's index for the same ``paths``, after rows of it changed."""
     f[SHA256][...] = np.array(sha256, dtype="S64")
     f[ORIGINAL_SIZE][...] = np.asarray(sizes, dtype=np.int32).reshape(-1, 2)
-    f[ROW_KEYS][...] = np.array(row_keys, dtype="S32")
+    f[ROW_KEYS][...] = np.array(row_keys, dtype=ROW_KEY_DTYPE)
     if class_values is not None:
         f[LABELS][...] = np.asarray(class_values, dtype=np.int64)
     if labels is not None:
