@@ -24,7 +24,7 @@ from .errors import ImgshardError
 from .geometry import Geometry
 from .labels import Labels
 from .workers import MB, Decoded, Workers, plan_buffers
-from .write import ShardWriter, temp_name, update_index, write_rows_in_place
+from .write import ShardWriter, ensure_space, rewrite_index, temp_name, write_rows_in_place
 
 
 @dataclass
@@ -90,9 +90,10 @@ def decode_shard(
         previous = reuse.open_previous(out_path, attrs[reuse.FINGERPRINT])
     old = [previous.row_of(k) for k in keys] if previous is not None else [None] * n
     todo = [i for i in range(n) if old[i] is None]  # positions to decode
-    if previous is not None and in_place(previous, relpaths, old, todo, compression):
+    slots = previous.slots_in_place(old, compression) if previous is not None else None
+    if slots is not None:
         done = _update_in_place(
-            previous, sources, out_path, geometry, todo, keys, targets, labels, attrs,
+            previous, slots, sources, relpaths, old, out_path, geometry, todo, keys, targets, labels, attrs,
             shard=shard, workers=workers, shm_budget_mb=shm_budget_mb, start_method=start_method, started=started,
         )  # fmt: skip
         if done is not None:
@@ -179,67 +180,61 @@ def decode_shard(
                 shm.delete(name)
 
 
-# In place only while the changed rows are few: otherwise most of the file is
-# rewritten anyway, and a fresh file keeps its rows in order on disk.
-IN_PLACE_MAX_SHARE = 0.25
+def _update_in_place(previous, slots, sources, relpaths, old, out_path, geometry, todo, keys, targets, labels, attrs, *, shard, workers, shm_budget_mb, start_method, started) -> ShardResult | None:
+    """Decode the ``todo`` images, write them into their ``slots`` of the previous file, and publish it as ``out_path``.
 
-
-def in_place(previous: reuse.Previous, relpaths: list[str], old: list[int | None], todo: list[int], compression: str) -> bool:
-    """Whether the previous file can become the new one by overwriting rows: same images, same rows, few changed."""
-    return (
-        compression == "none"
-        and bool(todo)
-        and len(todo) <= IN_PLACE_MAX_SHARE * len(relpaths)
-        and previous.paths == relpaths
-        and all(j is None or j == i for i, j in enumerate(old))
-    )
-
-
-def _update_in_place(previous, sources, out_path, geometry, todo, keys, targets, labels, attrs, *, shard, workers, shm_budget_mb, start_method, started) -> ShardResult | None:
-    """Decode the ``todo`` rows, then write them over the previous file's and publish it as ``out_path``.
-
-    None when a changed image cannot be decoded or they do not fit one buffer:
+    None when a new image cannot be decoded or they do not fit one buffer:
     the caller builds a fresh file then, with the previous one untouched.
     """
     height, width = geometry.shape
     k_masks = len(labels.classes) if labels is not None and labels.kind == "masks" else 0
-    rows, _ = plan_buffers(len(todo), height * width * (3 + k_masks), shm_budget_mb * MB, shm.free_bytes())
-    if rows < len(todo):
+    row_bytes = height * width * (3 + k_masks)
+    rows = len(todo)  # one buffer, one batch: few images
+    if rows * row_bytes > min(shm_budget_mb * MB, shm.free_bytes()):
         return None
     tag = run_tag(out_path)
     name, mask_name = shm.segment_name(tag, shard, 0), shm.segment_name(tag, shard, 0, "m")
-    names = [name] + ([mask_name] if k_masks else [])
-    result = ShardResult(buffer_rows=rows, buffers=1)
-    pool = None
+    names = ([name] + ([mask_name] if k_masks else [])) if todo else []
+    result = ShardResult(buffer_rows=rows, buffers=1 if todo else 0)
+    pool = buffer = masks = None
+    decoded: list[Decoded] = []
     tmp = temp_name(out_path)
     try:
-        buffer = shm.create(name, (rows, height, width, 3))
-        masks = shm.create(mask_name, (rows, height, width, k_masks)) if k_masks else None
-        pool = Workers(max(1, min(workers, len(todo))), start_method, [name], [mask_name] if k_masks else [], geometry)
+        if todo:
+            buffer = shm.create(name, (rows, height, width, 3))
+            masks = shm.create(mask_name, (rows, height, width, k_masks)) if k_masks else None
+            pool = Workers(max(1, min(workers, len(todo))), start_method, [name], names[1:], geometry)
+            t0 = time.perf_counter()
+            with tqdm(total=len(todo), desc=f"shard {shard}", unit="img", file=sys.stderr, mininterval=2, ascii=True) as progress:
+                decoded = Workers.collect(
+                    pool.submit(0, [sources[i] for i in todo], [targets[i] for i in todo] if k_masks else None), progress, shard
+                )
+            result.decode_wait = time.perf_counter() - t0
+            if any(d.error is not None for d in decoded):
+                return None
         t0 = time.perf_counter()
-        with tqdm(total=len(todo), desc=f"shard {shard}", unit="img", file=sys.stderr, mininterval=2, ascii=True) as progress:
-            decoded = Workers.collect(
-                pool.submit(0, [sources[i] for i in todo], [targets[i] for i in todo] if k_masks else None), progress, shard
-            )
-        result.decode_wait = time.perf_counter() - t0
-        if any(d.error is not None for d in decoded):
-            return None
-        t0 = time.perf_counter()
-        paths = previous.paths
-        sha256, sizes = list(previous.sha256), previous.sizes.copy()
+        sha256 = [previous.sha256[j] if j is not None else None for j in old]
+        sizes = [tuple(int(v) for v in previous.sizes[j]) if j is not None else None for j in old]
         for d in decoded:
             sha256[todo[d.row]], sizes[todo[d.row]] = d.sha256, d.size
+        end = max(previous.rows, int(slots.max()) + 1)
+        left = sorted({int(r) for r in previous.slots} - {int(r) for r in slots})  # rows of images gone: zeroed
+        ensure_space(out_path, row_bytes * (end - previous.rows))
         os.replace(previous.path, tmp)
         with h5py.File(tmp, "r+") as f:
-            write_rows_in_place(f, buffer, masks, [(d.row, todo[d.row]) for d in decoded])
+            write_rows_in_place(f, buffer, masks, [(d.row, int(slots[todo[d.row]])) for d in decoded], end, left)
             classes = [t[0] for t in targets] if labels is not None and not k_masks else None
-            update_index(f, paths, sha256, sizes, keys, attrs, labels, classes)
+            rewrite_index(f, relpaths, sha256, np.array(sizes).reshape(-1, 2), keys, slots, attrs, labels, classes)
         os.replace(tmp, out_path)
         reuse.keep(out_path)
-        print(f"shard {shard}: {len(todo)} changed rows written over the previous file (in place)", file=sys.stderr)
+        print(
+            f"shard {shard}: {len(todo)} new or changed rows written and {len(left)} emptied in the previous file (in place)",
+            file=sys.stderr,
+        )
         result.write = time.perf_counter() - t0
-        result.paths, result.sha256, result.sizes = paths, sha256, [tuple(map(int, s)) for s in sizes]
-        result.row_keys, result.reused = keys, len(paths) - len(todo)
+        result.paths, result.sha256, result.sizes = list(relpaths), sha256, sizes
+        result.row_keys, result.reused = keys, len(relpaths) - len(todo)
+        result.labels = classes or []
         result.seconds = time.perf_counter() - started
         return result
     finally:
@@ -279,7 +274,7 @@ class _Placer:
         for i in range(self.position, until):
             if self.old[i] is not None:
                 j = self.old[i]
-                copies.append((j, self.row))
+                copies.append((int(self.previous.slots[j]), self.row))
                 sha256, size = self.previous.sha256[j], tuple(int(v) for v in self.previous.sizes[j])
                 r.reused += 1
             else:

@@ -2,7 +2,10 @@
 
 ``virtual`` maps the shards' ``images`` into one HDF5 virtual dataset (no pixel
 is copied; the shard files must stay beside it). ``copy`` moves the stored
-chunks into one self-contained file without decompressing them.
+chunks into one self-contained file without decompressing them. Either way the
+dataset lists each shard's images in its list order, following the shard's
+``slots`` to the rows that hold them (a rerun may have put an added image in a
+freed or appended row: see reuse.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from .write import (
     mask_compression,
     read_index,
     read_skipped,
+    read_slots,
+    runs,
     target_of,
     temp_name,
     write_attrs,
@@ -34,8 +39,8 @@ from .write import (
 )
 
 
-def _check_shard(path: str, shape: tuple[int, int]) -> int:
-    """Number of images in shard ``path``, after checking it is what gather will map.
+def _check_shard(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """The slots of the images in shard ``path`` (see write.SLOTS), after checking it is what gather will map.
 
     A virtual dataset whose source is missing or of another shape reads back as
     zeros without an error, so this is the last place to catch it.
@@ -45,18 +50,23 @@ def _check_shard(path: str, shape: tuple[int, int]) -> int:
     try:
         with h5py.File(path, "r") as f:
             images = f[IMAGES]
-            count = images.shape[0]
-            expected = (count, shape[0], shape[1], 3)
+            rows = images.shape[0]
+            expected = (rows, shape[0], shape[1], 3)
             if images.shape != expected or images.dtype != np.uint8:
                 raise ImgshardError(
                     f"{path}: images are {images.shape} {images.dtype}, expected {expected} uint8"
                 )
+            slots = read_slots(f)
+            count = len(slots)
+            if count and (slots.min() < 0 or slots.max() >= rows or len(np.unique(slots)) != count):
+                raise ImgshardError(f"{path}: its slots do not each name a row of its {rows} images")
             if len(f["paths"]) != count:
                 raise ImgshardError(f"{path}: {len(f['paths'])} paths for {count} images")
-            for target in ("masks", "labels"):
-                if target in f and f[target].shape[0] != count:
-                    raise ImgshardError(f"{path}: {f[target].shape[0]} {target} for {count} images")
-            return count
+            if "masks" in f and f["masks"].shape[0] != rows:
+                raise ImgshardError(f"{path}: {f['masks'].shape[0]} rows of masks for {rows} of images")
+            if "labels" in f and f["labels"].shape[0] != count:
+                raise ImgshardError(f"{path}: {f['labels'].shape[0]} labels for {count} images")
+            return slots
     except OSError as e:
         raise ImgshardError(f"{path}: not a readable HDF5 shard file ({e})") from None
 
@@ -81,8 +91,8 @@ def gather(
 
     ``left_out``: images no shard saw (no row in the labels, on_error: skip), for the skipped group.
     """
-    counts = [_check_shard(p, shape) for p in shard_files]
-    total = sum(counts)
+    slots = [_check_shard(p, shape) for p in shard_files]
+    total = sum(len(s) for s in slots)
     out_dir = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(out_dir, exist_ok=True)
     # A copy holds every stored byte of the shards again; a virtual dataset only their index.
@@ -106,7 +116,8 @@ def gather(
                     classes = list(first[LABELS].attrs["classes"])
             targets = {name: _target(out, name, (total, *tail), mode, compression) for name, tail in stacks.items()}
             offset = 0
-            for path, count in zip(shard_files, counts):
+            for path, shard_slots in zip(shard_files, slots):
+                count = len(shard_slots)
                 with h5py.File(path, "r") as src:
                     p, s, z = read_index(src)
                     paths += p
@@ -124,9 +135,12 @@ def gather(
                         if mode == "virtual":
                             # Relative to the dataset's folder, so results/ can move as a whole.
                             rel = os.path.relpath(os.path.abspath(path), out_dir)
-                            target[offset : offset + count] = h5py.VirtualSource(rel, name, shape=src[name].shape)
+                            source = h5py.VirtualSource(rel, name, shape=src[name].shape)
+                            # One mapping per run of consecutive rows: one for a fresh shard file.
+                            for row, i, length in runs([(int(r), i) for i, r in enumerate(shard_slots)]):
+                                target[offset + i : offset + i + length] = source[row : row + length]
                         else:
-                            _copy_chunks(src[name], target, offset)
+                            _copy_chunks(src[name], shard_slots, target, offset)
                 offset += count
             for name, target in targets.items():
                 if mode == "virtual":
@@ -155,11 +169,11 @@ def _target(out: h5py.File, name: str, shape: tuple, mode: str, compression: str
     return out.create_dataset(name, shape=shape, dtype=np.uint8, chunks=(1, *shape[1:]), **args)
 
 
-def _copy_chunks(src: h5py.Dataset, dst: h5py.Dataset, offset: int) -> None:
+def _copy_chunks(src: h5py.Dataset, slots: np.ndarray, dst: h5py.Dataset, offset: int) -> None:
     """Copy one stored chunk (one image) at a time, as stored: compressed chunks stay compressed."""
     same_filters = src.compression == dst.compression and src.chunks == dst.chunks
-    for i in range(src.shape[0]):
+    for i, row in enumerate(slots.tolist()):
         if same_filters:
-            copy_chunk(src, i, dst, offset + i)
+            copy_chunk(src, row, dst, offset + i)
         else:
-            dst[offset + i] = src[i]
+            dst[offset + i] = src[row]

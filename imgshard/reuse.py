@@ -14,13 +14,18 @@ the same pixel settings. The link moves to a new file only once
 that file is complete, so a crash or an interrupt leaves the previous one; as
 every row is matched by its own key, an older file is still a correct source.
 
-When the shard lists the same images as before and only a few changed, the
-previous file itself becomes the new one: it is renamed to the job's
-temporary name and only the changed rows are overwritten, so a rerun for one
-changed image writes one image however large the shard. Only uncompressed
-pixels are updated so (a rewritten compressed chunk would leave the old one's
-space behind in the file). A failure midway loses the previous file, never a
-correct row: the temporary file is removed, and the next rerun decodes all.
+When only a few of the shard's images are new, changed or gone, the previous
+file itself becomes the new one: it is renamed to the job's temporary name,
+the new images are written into the rows that changed or left (zeros where
+none came back) or appended, and the index is rewritten (``slots``: each
+listed image's row). A rerun for one changed, added or removed image so
+writes one image however large the shard, and the dataset still lists its
+images in the order a fresh build would (the gather follows the slots). Rows
+left empty are few (at most IN_PLACE_MAX_SHARE, else a fresh file is written),
+and only uncompressed pixels are updated so (a rewritten compressed chunk
+would leave the old one's space behind in the file). A failure midway loses the
+previous file, never a correct row: the temporary file is removed, and the
+next rerun decodes all.
 """
 
 from __future__ import annotations
@@ -32,11 +37,16 @@ import sys
 
 import cv2
 import h5py
+import numpy as np
 
 from . import __version__
-from .write import IMAGES, MASKS, ORIGINAL_SIZE, PATHS, ROW_KEYS, SHA256
+from .write import IMAGES, MASKS, ORIGINAL_SIZE, PATHS, ROW_KEYS, SHA256, read_slots
 
 PREVIOUS = "previous"
+# In place only while the new or changed images, and the rows left empty, are
+# few: otherwise most of the file is rewritten anyway, and a fresh file keeps
+# its rows in order on disk and wastes none.
+IN_PLACE_MAX_SHARE = 0.25
 FINGERPRINT = "reuse_fingerprint"  # attribute of a shard file: what its rows were made with
 
 
@@ -84,10 +94,39 @@ class Previous:
         self.sha256 = f[SHA256].asstr()[()]
         self.sizes = f[ORIGINAL_SIZE][()]
         self._rows = {key: row for row, key in enumerate(f[ROW_KEYS][()].tolist())}
+        self.slots = read_slots(f)  # where each listed image's pixels are
+        self.rows = f[IMAGES].shape[0]  # with the empty ones
         self._file = self.images = self.masks = None
 
     def row_of(self, key: bytes) -> int | None:
         return self._rows.get(key)
+
+    def slots_in_place(self, old: list[int | None], compression: str) -> np.ndarray | None:
+        """Each listed image's row if this file can become the new one in place; None if a fresh file is due.
+
+        ``old``: each listed image's row in this file's list, None for a new or
+        changed one. New ones take the rows of images that changed or left, in
+        order, then rows appended at the end.
+        """
+        n = len(old)
+        todo = sum(j is None for j in old)
+        if compression != "none" or n == 0 or todo > IN_PLACE_MAX_SHARE * n:
+            return None
+        kept = {int(self.slots[j]) for j in old if j is not None}
+        free = (row for row in range(self.rows) if row not in kept)
+        slots = np.empty(n, np.int64)
+        end = self.rows
+        for i, j in enumerate(old):
+            if j is not None:
+                slots[i] = self.slots[j]
+                continue
+            row = next(free, None)
+            if row is None:
+                row, end = end, end + 1
+            slots[i] = row
+        if end - n > IN_PLACE_MAX_SHARE * end:
+            return None
+        return slots
 
     def open(self) -> None:
         self._file = h5py.File(self.path, "r")

@@ -31,6 +31,11 @@ LABELS = "labels"
 CLASS_COUNTS = "class_counts"  # attribute of masks or labels: images per class
 ROW_KEYS = "row_keys"  # shard files only: what each row was made from (see reuse.py)
 ROW_KEY_DTYPE = "S32"
+# Shard files only: the row of ``images`` (and ``masks``) that holds each listed
+# image. A fresh file stores them in list order; a rerun that adds or removes
+# images in place (reuse.py) puts new ones in freed or appended rows instead of
+# shifting every row after them. Rows no image lists are zeros.
+SLOTS = "slots"
 
 
 def mask_compression(compression: str) -> dict:
@@ -109,6 +114,11 @@ def read_skipped(f: h5py.File) -> list[tuple[str, str]]:
     return list(zip(group[PATHS].asstr()[()], group["reasons"].asstr()[()]))
 
 
+def read_slots(f: h5py.File) -> np.ndarray:
+    """Each listed image's row in ``images`` (list order in files written before slots existed)."""
+    return f[SLOTS][()] if SLOTS in f else np.arange(len(f[PATHS]))
+
+
 def read_index(f: h5py.File) -> tuple[list[str], list[str], np.ndarray]:
     return (
         list(f[PATHS].asstr()[()]),
@@ -179,7 +189,7 @@ class ShardWriter:
         row_bytes = buffer[0].nbytes + (masks[0].nbytes if masks is not None else 0)
         ensure_space(self.path, row_bytes * len(pairs))
         with self._space_guard():
-            for src, dst, count in _runs(pairs):
+            for src, dst, count in runs(pairs):
                 self.images.write_direct(buffer, np.s_[src : src + count], np.s_[dst : dst + count])
                 if self.masks is not None:
                     self.masks.write_direct(masks, np.s_[src : src + count], np.s_[dst : dst + count])
@@ -233,6 +243,7 @@ class ShardWriter:
             write_skipped(self._file, skipped)
             if row_keys is not None:
                 self._file.create_dataset(ROW_KEYS, data=np.array(row_keys, dtype=ROW_KEY_DTYPE))
+            self._file.create_dataset(SLOTS, data=np.arange(count, dtype=np.int64))
             write_attrs(self._file, attrs)
             self._file.close()
         os.replace(self.tmp, self.path)
@@ -255,27 +266,41 @@ class ShardWriter:
             raise failure
 
 
-def write_rows_in_place(f: h5py.File, buffer: np.ndarray, masks: np.ndarray | None, pairs: list[tuple[int, int]]) -> None:
-    """Overwrite rows of an existing shard file: (buffer row, file row) pairs."""
-    for src, dst in pairs:
-        f[IMAGES].write_direct(buffer, np.s_[src], np.s_[dst])
-        if masks is not None:
-            f[MASKS].write_direct(masks, np.s_[src], np.s_[dst])
+def write_rows_in_place(
+    f: h5py.File, buffer: np.ndarray | None, masks: np.ndarray | None, pairs: list[tuple[int, int]], rows: int, zeroed: list[int]
+) -> None:
+    """Change an existing shard file's rows: grow ``images`` (and ``masks``) to ``rows``,
+    write (buffer row, file row) ``pairs``, and zero the ``zeroed`` rows, whose images left."""
+    stacks = [(f[IMAGES], buffer)] + ([(f[MASKS], masks)] if MASKS in f else [])
+    for ds, _ in stacks:
+        if rows > ds.shape[0]:
+            ds.resize(rows, axis=0)
+    for ds, src in stacks:
+        for b, row in pairs:
+            ds.write_direct(src, np.s_[b], np.s_[row])
+        if zeroed:
+            blank = np.zeros(ds.shape[1:], ds.dtype)
+            for row in zeroed:
+                ds.write_direct(blank, None, np.s_[row])
 
 
-def update_index(f: h5py.File, paths, sha256, sizes, row_keys, attrs: dict, labels=None, class_values=None) -> None:
-    """Rewrite an existing shard file's index for the same ``paths``, after rows of it changed."""
-    f[SHA256][...] = np.array(sha256, dtype="S64")
-    f[ORIGINAL_SIZE][...] = np.asarray(sizes, dtype=np.int32).reshape(-1, 2)
-    f[ROW_KEYS][...] = np.array(row_keys, dtype=ROW_KEY_DTYPE)
+def rewrite_index(f: h5py.File, paths, sha256, sizes, row_keys, slots, attrs: dict, labels=None, class_values=None) -> None:
+    """Replace an existing shard file's index with that of the images it lists now."""
+    for name in (PATHS, SHA256, ORIGINAL_SIZE, ROW_KEYS, SLOTS, SKIPPED) + ((LABELS,) if class_values is not None else ()):
+        if name in f:
+            del f[name]
+    write_index(f, paths, sha256, sizes)
+    write_skipped(f, [])
+    f.create_dataset(ROW_KEYS, data=np.array(row_keys, dtype=ROW_KEY_DTYPE))
+    f.create_dataset(SLOTS, data=np.asarray(slots, dtype=np.int64))
     if class_values is not None:
-        f[LABELS][...] = np.asarray(class_values, dtype=np.int64)
+        write_labels(f, class_values, labels.classes)
     if labels is not None:
         target_of(f).attrs[CLASS_COUNTS] = labels.counts(paths)
     write_attrs(f, attrs)
 
 
-def _runs(pairs: list[tuple[int, int]]):
+def runs(pairs: list[tuple[int, int]]):
     """(first source row, first destination row, length) of each run where both rise by one."""
     start = 0
     for i in range(1, len(pairs) + 1):

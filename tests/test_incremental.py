@@ -181,3 +181,69 @@ def test_few_changed_rows_are_written_over_the_previous_file(tmp_path, changed):
     got, want = read_dataset(work / "results/dataset.h5"), read_dataset(fresh / "results/dataset.h5")
     assert got["paths"] == want["paths"] and got["sha256"] == want["sha256"]
     assert (got["images"] == want["images"]).all() and (got["original_size"] == want["original_size"]).all()
+
+
+def test_added_and_removed_images_go_in_place_into_free_rows(tmp_path):
+    """Added and removed images of a 12-image shard change its file in place: an added
+    one takes a row an image left (zeroed when it left) or a new row at the end, and
+    the dataset still lists the images as a fresh build does, virtual or copied."""
+    import h5py
+    import numpy as np
+
+    images = tmp_path / "images"
+    rels = make_images(images, 24)
+    work = tmp_path / "work"
+    work.mkdir()
+    shards = work / "results/dataset.shards"
+    in_shard_0 = sorted(r for r in rels if shard_of(r, 2) == 0)
+    news = [f"new{k:03d}.jpg" for k in range(200) if shard_of(f"new{k:03d}.jpg", 2) == 0][:2]
+    snakemake(work, images_dir=images, shards=2)
+    inode = os.stat(shards / "shard-000.h5").st_ino
+
+    def step(gather="virtual"):
+        snakemake(work, images_dir=images, shards=2, gather=gather)
+        log = (work / "logs/decode_shard/dataset/000.log").read_text()
+        assert "(in place)" in log and os.stat(shards / "shard-000.h5").st_ino == inode
+        with h5py.File(shards / "shard-000.h5", "r") as f:
+            return dict(zip(f["paths"].asstr()[()], f["slots"][()].tolist())), f["images"][()]
+
+    n = len(in_shard_0)
+    write_image(images / news[0], seed=501)  # added: no free row yet, so one at the end
+    slots, rows = step()
+    assert slots[news[0]] == n and len(rows) == n + 1
+    gone = in_shard_0[3]
+    os.unlink(images / gone)  # removed: its row is zeroed and left free
+    slots, rows = step()
+    assert gone not in slots and not rows[3].any() and sorted(slots.values()) == [r for r in range(n + 1) if r != 3]
+    write_image(images / news[1], seed=502)  # added and changed: into the rows the removed
+    write_image(images / in_shard_0[5], seed=503)  # image and the changed one's old pixels leave
+    slots, rows = step(gather="copy")
+    assert {slots[news[1]], slots[in_shard_0[5]]} == {3, 5} and len(rows) == n + 1
+    for gather in ("copy", "virtual"):
+        snakemake(work, images_dir=images, shards=2, gather=gather)
+        fresh = tmp_path / f"fresh-{gather}"
+        fresh.mkdir()
+        snakemake(fresh, images_dir=images, shards=2, gather=gather)
+        got, want = read_dataset(work / "results/dataset.h5"), read_dataset(fresh / "results/dataset.h5")
+        assert got["paths"] == want["paths"] and got["sha256"] == want["sha256"]
+        assert np.array_equal(got["images"], want["images"]) and (got["original_size"] == want["original_size"]).all()
+
+
+def test_many_removed_images_make_a_fresh_file_without_empty_rows(tmp_path):
+    """More than a quarter of a shard's rows left empty: a fresh file in list order instead."""
+    import h5py
+
+    images = tmp_path / "images"
+    rels = make_images(images, 24)
+    work = tmp_path / "work"
+    work.mkdir()
+    snakemake(work, images_dir=images, shards=2)
+    shards = work / "results/dataset.shards"
+    in_shard_0 = sorted(r for r in rels if shard_of(r, 2) == 0)
+    inode = os.stat(shards / "shard-000.h5").st_ino
+    for rel in in_shard_0[: len(in_shard_0) // 2]:
+        os.unlink(images / rel)
+    snakemake(work, images_dir=images, shards=2)
+    assert os.stat(shards / "shard-000.h5").st_ino != inode
+    with h5py.File(shards / "shard-000.h5", "r") as f:
+        assert f["slots"][()].tolist() == list(range(len(in_shard_0) - len(in_shard_0) // 2)) == list(range(len(f["images"])))
