@@ -22,6 +22,7 @@ def test_benchmark_smoke(tmp_path):
     assert set(results["reducing_gap"]["gaps"]) == {"null", "1.0", "2.0"} and results["reducing_gap"]["photos"] == 4
     around = results["overhead"]
     assert [x["images"] for x in around["resized"]] == [4] and around["photos"]["images"] == 6
+    assert around["resized"][0]["pipeline_gap_1"] > 0 and "that / limit |" in (out / "results.md").read_text()
     assert [x["images"] for x in around["reruns"]] == [4, 6] and around["write_bandwidth"]["plain_write_gb_s"] > 0
     assert [x["cores"] for x in around["estimate"]["rows"]][1:] == [16, 64]
     assert len(results["targets"]) == 5 + 2 + 1 + 6
