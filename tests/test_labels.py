@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import h5py
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from imgshard import H5ImageDataset
 from imgshard.labels import rle_decode, rle_encode
 from imgshard.shard import shard_of
-from tests.conftest import jobs_run, make_images, read_dataset, snakemake
+from tests.conftest import jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
 
 CLASSES = ["Fish", "Flower", "Gravel", "Sugar"]
 
@@ -192,5 +194,33 @@ def test_a_relabelled_image_gets_new_masks_and_the_others_keep_theirs(clouds, wo
         paths = list(f["paths"].asstr()[()])
         for i, rel in enumerate(paths):
             assert (f["masks"][i] == truth[rel]).all(), rel
+        counts = f["masks"].attrs["class_counts"]
+    assert list(counts) == [sum(bool(m[..., k].any()) for m in truth.values()) for k in range(len(CLASSES))]
+
+
+def test_masks_follow_their_images_into_freed_rows(clouds, workdir):
+    """An image removed and another added, in place: the new image's masks take the freed
+    row with its pixels, and every image still reads back with its own masks."""
+    images, csv, truth = clouds
+    snakemake(workdir, images_dir=images, labels=csv, shards=1)
+    gone = sorted(truth)[2]
+    os.unlink(images / gone)
+    del truth[gone]
+    write_clouds_csv(csv, truth)
+    snakemake(workdir, images_dir=images, labels=csv, shards=1)
+    write_image(images / "zz_new.jpg", seed=4321)
+    truth["zz_new.jpg"] = random_masks(77)
+    write_clouds_csv(csv, truth)
+    snakemake(workdir, images_dir=images, labels=csv, shards=1)
+    log = (workdir / "logs/decode_shard/dataset/000.log").read_text()
+    assert "(in place)" in log and "9 images (8 reused)" in log
+    with h5py.File(workdir / "results/dataset.shards/shard-000.h5", "r") as f:
+        assert f["slots"][list(f["paths"].asstr()[()]).index("zz_new.jpg")] == 2
+    with h5py.File(workdir / "results/dataset.h5", "r") as f:
+        paths = list(f["paths"].asstr()[()])
+        assert paths == sorted(truth)
+        for i, rel in enumerate(paths):
+            assert (f["masks"][i] == truth[rel]).all(), rel
+            assert (f["images"][i] == reference_pixels(images, rel)).all(), rel
         counts = f["masks"].attrs["class_counts"]
     assert list(counts) == [sum(bool(m[..., k].any()) for m in truth.values()) for k in range(len(CLASSES))]
