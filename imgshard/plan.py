@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import manifest
 from .discover import find_images
@@ -35,6 +35,7 @@ class Dataset:
     left_out: list[tuple[str, str]]  # (relative path, reason): no row in the labels, on_error: skip
     shape: tuple[int, int]  # (height, width) of every stored image
     shards: list[list[str]]  # relative paths of each shard
+    shard_bytes: list[int] = field(default_factory=list)  # the source bytes of each shard, as scanned
 
     @property
     def output(self) -> str:
@@ -121,6 +122,7 @@ def write_manifests(dataset: Dataset, size: CommonSize | None) -> CommonSize | N
     """Bring every shard's manifest up to date; with ``size``, check each image's header size against it."""
     images_dir = dataset.settings["images_dir"]
     stats = manifest.stat_all(images_dir, dataset.images)
+    dataset.shard_bytes = [sum(stats[rel][0] for rel in relpaths) for relpaths in dataset.shards]
     for shard, relpaths in enumerate(dataset.shards):
         path = dataset.manifest(shard)
         previous = manifest.read_text(path)

@@ -131,3 +131,23 @@ def test_stats_sum_the_shards_stats(tmp_path, workdir):
     for s in stats["shards"]:
         assert set(s["timings"]) == {"startup", "decode_wait", "write", "total"}
         assert s["shard_bytes"] == (workdir / f"results/dataset.shards/shard-{s['shard']:03d}.h5").stat().st_size
+
+
+def test_heaviest_shards_start_first(tmp_path, workdir):
+    """Shard jobs start in order of their images' bytes, largest first, so no core is left
+    alone with a big shard at the end (one core here: the order is exactly the priority's)."""
+    import re
+
+    from imgshard.shard import shard_of
+
+    images = tmp_path / "images"
+    for k in range(12):
+        # Sizes vary a lot from shard to shard: noise costs bytes.
+        write_image(images / f"img{k:03d}.jpg", seed=k, height=48 + 40 * (k % 5), width=64 + 60 * (k % 5))
+    sizes = [0] * 4
+    for p in images.glob("*.jpg"):
+        sizes[shard_of(p.name, 4)] += p.stat().st_size
+    out = snakemake(workdir, "--cores", "1", images_dir=images, shards=4, image_size="[48,64]").stdout
+    started = [int(s) for s in re.findall(r"wildcards: dataset=dataset, shard=(\d+)", out)]
+    assert sorted(started) == [0, 1, 2, 3] and len(set(sizes)) == 4
+    assert started == sorted(started, key=lambda s: -sizes[s])

@@ -44,6 +44,12 @@ def get_shard_workers(wildcards):
     return shard_workers(config["workers"], len(get_dataset(wildcards).shards), cores)
 
 
+def get_shard_priority(wildcards):
+    # In kB: Snakemake's scheduler weighs priorities in an integer program, where
+    # bytes (1e10 for a large shard) would be needlessly large numbers.
+    return round(get_dataset(wildcards).shard_bytes[int(wildcards.shard)] / 1e3)
+
+
 def get_setting(key):
     """An input function for one of the dataset's settings."""
     return lambda wildcards: get_dataset(wildcards).settings[key]

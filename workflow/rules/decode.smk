@@ -7,6 +7,8 @@ rule decode_shard:
         stats=f"{RESULTS}{{dataset}}.shards/shard-{{shard}}.json",
     log:
         "logs/decode_shard/{dataset}/{shard}.log",
+    # Heaviest shards first, so that no core waits alone on a big one at the end.
+    priority: get_shard_priority
     conda:
         "../../envs/decode_shard.yaml"
     threads: get_shard_workers
