@@ -219,6 +219,10 @@ def test_added_and_removed_images_go_in_place_into_free_rows(tmp_path):
     write_image(images / in_shard_0[5], seed=503)  # image and the changed one's old pixels leave
     slots, rows = step(gather="copy")
     assert {slots[news[1]], slots[in_shard_0[5]]} == {3, 5} and len(rows) == n + 1
+    for k, rel in enumerate(in_shard_0[4:]):  # many changed: a fresh file, its unchanged rows copied from their slots
+        write_image(images / rel, seed=600 + k)
+    snakemake(work, images_dir=images, shards=2)
+    assert os.stat(shards / "shard-000.h5").st_ino != inode
     for gather in ("copy", "virtual"):
         snakemake(work, images_dir=images, shards=2, gather=gather)
         fresh = tmp_path / f"fresh-{gather}"
