@@ -95,15 +95,28 @@ def reused(work, rel: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def assert_same_as_fresh_build(tmp_path, images, ds, **config):
-    fresh = tmp_path / "fresh"
+def assert_same_as_fresh_build(tmp_path, images, ds, shards=SHARDS, name="fresh", **config):
+    fresh = tmp_path / name
     fresh.mkdir()
-    snakemake(fresh, images_dir=images, shards=SHARDS, **config)
+    snakemake(fresh, images_dir=images, shards=shards, **config)
     want = read_dataset(fresh / "results/dataset.h5")
     assert ds["paths"] == want["paths"]
     assert ds["sha256"] == want["sha256"]
     assert (ds["original_size"] == want["original_size"]).all()
     assert (ds["images"] == want["images"]).all()
+
+
+@pytest.fixture
+def two_shards(tmp_path):
+    """24 images built in 2 shards: (images, work, shard folder, shard 0's images sorted, shard 0's inode)."""
+    images = tmp_path / "images"
+    rels = make_images(images, 24)
+    work = tmp_path / "work"
+    work.mkdir()
+    snakemake(work, images_dir=images, shards=2)
+    shards = work / "results/dataset.shards"
+    in_shard_0 = sorted(r for r in rels if shard_of(r, 2) == 0)
+    return images, work, shards, in_shard_0, os.stat(shards / "previous/shard-000.h5").st_ino
 
 
 @pytest.mark.parametrize("change", ["changed", "added", "removed", "touched"])
@@ -155,17 +168,10 @@ def test_previous_files_are_links_to_the_shard_files_not_copies(built):
 
 
 @pytest.mark.parametrize("changed", [1, 5])
-def test_few_changed_rows_are_written_over_the_previous_file(tmp_path, changed):
-    """One changed image of twelve: its row is overwritten in the previous file (the same inode
-    becomes the new shard file); five of twelve: a new file with the other rows copied."""
-    images = tmp_path / "images"
-    rels = make_images(images, 24)
-    work = tmp_path / "work"
-    work.mkdir()
-    snakemake(work, images_dir=images, shards=2)
-    shards = work / "results/dataset.shards"
-    in_shard_0 = [r for r in rels if shard_of(r, 2) == 0]
-    inode = os.stat(shards / "previous/shard-000.h5").st_ino
+def test_few_changed_rows_are_written_over_the_previous_file(tmp_path, two_shards, changed):
+    """One changed image of a shard's eight: its row is overwritten in the previous file (the same
+    inode becomes the new shard file); five of eight: a new file with the other rows copied."""
+    images, work, shards, in_shard_0, inode = two_shards
     for k, rel in enumerate(in_shard_0[:changed]):
         write_image(images / rel, seed=9000 + k)
     snakemake(work, images_dir=images, shards=2)
@@ -175,30 +181,17 @@ def test_few_changed_rows_are_written_over_the_previous_file(tmp_path, changed):
     assert same_file == (changed == 1) and ("(in place)" in log) == (changed == 1)
     assert os.path.samefile(shards / "shard-000.h5", shards / "previous/shard-000.h5")
     assert not list(shards.glob("*.tmp-*")) and not list((shards / "previous").glob("*.tmp-*"))
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    snakemake(fresh, images_dir=images, shards=2)
-    got, want = read_dataset(work / "results/dataset.h5"), read_dataset(fresh / "results/dataset.h5")
-    assert got["paths"] == want["paths"] and got["sha256"] == want["sha256"]
-    assert (got["images"] == want["images"]).all() and (got["original_size"] == want["original_size"]).all()
+    assert_same_as_fresh_build(tmp_path, images, read_dataset(work / "results/dataset.h5"), shards=2)
 
 
-def test_added_and_removed_images_go_in_place_into_free_rows(tmp_path):
-    """Added and removed images of a 12-image shard change its file in place: an added
-    one takes a row an image left (zeroed when it left) or a new row at the end, and
-    the dataset still lists the images as a fresh build does, virtual or copied."""
+def test_added_and_removed_images_go_in_place_into_free_rows(tmp_path, two_shards):
+    """Added and removed images of a shard change its file in place: an added one takes a
+    row an image left (zeroed when it left) or a new row at the end, and the dataset still
+    lists the images as a fresh build does, virtual or copied."""
     import h5py
-    import numpy as np
 
-    images = tmp_path / "images"
-    rels = make_images(images, 24)
-    work = tmp_path / "work"
-    work.mkdir()
-    shards = work / "results/dataset.shards"
-    in_shard_0 = sorted(r for r in rels if shard_of(r, 2) == 0)
+    images, work, shards, in_shard_0, inode = two_shards
     news = [f"new{k:03d}.jpg" for k in range(200) if shard_of(f"new{k:03d}.jpg", 2) == 0][:2]
-    snakemake(work, images_dir=images, shards=2)
-    inode = os.stat(shards / "shard-000.h5").st_ino
 
     def step(gather="virtual"):
         snakemake(work, images_dir=images, shards=2, gather=gather)
@@ -225,26 +218,15 @@ def test_added_and_removed_images_go_in_place_into_free_rows(tmp_path):
     assert os.stat(shards / "shard-000.h5").st_ino != inode
     for gather in ("copy", "virtual"):
         snakemake(work, images_dir=images, shards=2, gather=gather)
-        fresh = tmp_path / f"fresh-{gather}"
-        fresh.mkdir()
-        snakemake(fresh, images_dir=images, shards=2, gather=gather)
-        got, want = read_dataset(work / "results/dataset.h5"), read_dataset(fresh / "results/dataset.h5")
-        assert got["paths"] == want["paths"] and got["sha256"] == want["sha256"]
-        assert np.array_equal(got["images"], want["images"]) and (got["original_size"] == want["original_size"]).all()
+        ds = read_dataset(work / "results/dataset.h5")
+        assert_same_as_fresh_build(tmp_path, images, ds, shards=2, name=f"fresh-{gather}", gather=gather)
 
 
-def test_many_removed_images_make_a_fresh_file_without_empty_rows(tmp_path):
+def test_many_removed_images_make_a_fresh_file_without_empty_rows(two_shards):
     """More than a quarter of a shard's rows left empty: a fresh file in list order instead."""
     import h5py
 
-    images = tmp_path / "images"
-    rels = make_images(images, 24)
-    work = tmp_path / "work"
-    work.mkdir()
-    snakemake(work, images_dir=images, shards=2)
-    shards = work / "results/dataset.shards"
-    in_shard_0 = sorted(r for r in rels if shard_of(r, 2) == 0)
-    inode = os.stat(shards / "shard-000.h5").st_ino
+    images, work, shards, in_shard_0, inode = two_shards
     for rel in in_shard_0[: len(in_shard_0) // 2]:
         os.unlink(images / rel)
     snakemake(work, images_dir=images, shards=2)
