@@ -2,9 +2,11 @@
 
 The job takes the rows of unchanged images from the shard's previous file
 (reuse.py), has worker processes decode the others into shared memory
-(workers.py, decode.py), and writes every row to the shard file (write.py) in
-the order of its list, so a rerun makes the same file a fresh build would.
-Reused rows are copied while the workers decode.
+(workers.py, decode.py), and writes the shard file (write.py) one of two ways:
+a new file with every row in the order of its list, reused rows copied while
+the workers decode; or, when few images are new, changed or gone, the
+previous file changed in place, new rows written into free slots. Either
+way the dataset the gather makes lists the images as a fresh build does.
 """
 
 from __future__ import annotations
