@@ -63,7 +63,7 @@ def _check_shard(path: str, shape: tuple[int, int]) -> np.ndarray:
             if len(f["paths"]) != count:
                 raise ImgshardError(f"{path}: {len(f['paths'])} paths for {count} images")
             if "masks" in f and f["masks"].shape[0] != rows:
-                raise ImgshardError(f"{path}: {f['masks'].shape[0]} rows of masks for {rows} of images")
+                raise ImgshardError(f"{path}: {f['masks'].shape[0]} rows of masks for {rows} rows of images")
             if "labels" in f and f["labels"].shape[0] != count:
                 raise ImgshardError(f"{path}: {f['labels'].shape[0]} labels for {count} images")
             return slots
