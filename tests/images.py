@@ -95,3 +95,12 @@ def broken_files(folder: Path, height: int = 48, width: int = 64) -> dict[str, t
     out["enormous png header"] = (png_with_size(folder / "huge.png", 100_000, 100_000), "header claims 100000x100000 pixels")
     out["enormous jpeg header"] = (jpeg_claiming_size(folder / "huge.jpg", 60_000, 60_000), "header claims 60000x60000 pixels")
     return out
+
+
+def exif_rotated_jpeg(path, rgb: np.ndarray, orientation: int = 6) -> None:
+    """A JPEG of ``rgb`` with an EXIF orientation tag (6: rotate 90 degrees clockwise to display)."""
+    ok, enc = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    ifd = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + b"\x00" * 4
+    app1 = b"\xff\xe1" + struct.pack(">H", 8 + len(ifd)) + b"Exif\x00\x00" + ifd
+    data = enc.tobytes()
+    path.write_bytes(data[:2] + app1 + data[2:])

@@ -10,6 +10,7 @@ from imgshard.build import decode_shard
 from imgshard.errors import ImgshardError
 from imgshard.geometry import Geometry
 from tests.conftest import make_images, reference_pixels
+from tests.images import exif_rotated_jpeg
 
 
 @pytest.fixture(scope="module")
@@ -74,19 +75,6 @@ def test_skip_keeps_exactly_the_good_images_in_order(tmp_path):
         assert list(f["paths"].asstr()[()]) == good
         for i, rel in enumerate(good):
             np.testing.assert_array_equal(f["images"][i], reference_pixels(tmp_path, rel), err_msg=rel)
-
-
-def exif_rotated_jpeg(path, rgb: np.ndarray, orientation: int = 6) -> None:
-    """A JPEG of ``rgb`` with an EXIF orientation tag (6: rotate 90 degrees clockwise to display)."""
-    import struct
-
-    import cv2
-
-    ok, enc = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    ifd = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + b"\x00" * 4
-    app1 = b"\xff\xe1" + struct.pack(">H", 8 + len(ifd)) + b"Exif\x00\x00" + ifd
-    data = enc.tobytes()
-    path.write_bytes(data[:2] + app1 + data[2:])
 
 
 def test_exif_rotated_image_is_stored_as_cv2_shows_it(tmp_path):

@@ -12,7 +12,7 @@ from imgshard.errors import ImgshardError
 from imgshard.geometry import Geometry
 from imgshard.header import header_of
 from tests.conftest import make_images, read_dataset, reference_pixels, snakemake
-from tests.images import broken_files, every_format, smooth_rgb, write
+from tests.images import broken_files, every_format, exif_rotated_jpeg, png_with_size, smooth_rgb, write
 
 import cv2
 
@@ -131,6 +131,39 @@ def test_center_crop_covers_and_crops_the_middle(tmp_path):
     np.testing.assert_array_equal(out, rgb[:, 20:60])
     out, _ = decode_one(path, Geometry(20, 20, resize="center_crop"), tmp_path)
     np.testing.assert_array_equal(out, cv2.resize(rgb[:, 20:60], (20, 20), interpolation=cv2.INTER_AREA))
+
+
+# imread flags by JPEG reduction, as a reference decode that allocates its own array.
+REDUCED_RGB = {
+    1: cv2.IMREAD_COLOR_RGB,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2 | cv2.IMREAD_COLOR_RGB,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4 | cv2.IMREAD_COLOR_RGB,
+}
+
+
+def test_one_worker_resizing_image_after_image_stores_each_as_decoded_alone(formats, tmp_path):
+    """A worker decodes every resized image into one scratch array it keeps: no image may see another's pixels.
+
+    In turn: JPEGs reduced at 1/4 and 1/2, an EXIF-rotated one (which cv2 will not
+    decode into an array of the stored shape), every format, and a PNG whose header
+    gives the size of the PNG before it but whose pixels cannot be decoded.
+    """
+    geometry = Geometry(24, 32, resize="stretch")
+    files = [write(tmp_path / "big.jpg", smooth_rgb(200, 300, seed=1)), write(tmp_path / "half.jpg", smooth_rgb(96, 128, seed=2))]
+    exif_rotated_jpeg(tmp_path / "rotated.jpg", smooth_rgb(200, 300, seed=3))
+    files += [tmp_path / "rotated.jpg", *formats.values(), write(tmp_path / "good.png", smooth_rgb(48, 64, seed=4))]
+    files.append(png_with_size(tmp_path / "bad.png", 48, 64))
+    result = decode_shard([str(p) for p in files], [p.name for p in files], str(tmp_path / "s.h5"), geometry, workers=1, on_error="skip")
+    assert [p for p, _ in result.skipped] == ["bad.png"]
+    assert [geometry.reduction(header_of(str(p)).size) for p in files[:3]] == [4, 2, 2]
+    with h5py.File(tmp_path / "s.h5") as f:
+        for i, path in enumerate(files[:-1]):
+            header = header_of(str(path))
+            factor = geometry.reduction(header.size) if header.kind == "jpeg" else 1
+            alone = cv2.imread(str(path), REDUCED_RGB[factor])
+            expected = np.empty((24, 32, 3), np.uint8)
+            geometry.place(alone, expected, tuple(f["original_size"][i]))
+            np.testing.assert_array_equal(f["images"][i], expected, err_msg=path.name)
 
 
 @pytest.mark.parametrize("factor, target", [(2, (700, 1050)), (4, (350, 500)), (8, (160, 250))])
