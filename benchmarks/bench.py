@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--width", type=int, default=2100)
     parser.add_argument("--cores", type=int, default=psutil.cpu_count())
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--shards", type=int, default=8, help="the pipeline's shard count (the project's default)")
+    parser.add_argument("--shards", type=int, default=default_shards(), help="the pipeline's shard count (the project's default)")
     parser.add_argument("--resized", default="512,2048", help="image counts of the resized builds (350x525); empty skips them")
     parser.add_argument("--reruns", default="512,5000", help="image counts of the rerun test: the first full size, the rest resized")
     parser.add_argument("--mixed", type=int, default=12, help="large photographs per kind for the mixed set; 0 skips it")
@@ -139,6 +139,12 @@ def contender(name: str, images: Path, out: Path, cores: int, *extra: str) -> me
     if name == "limit":  # one process's decode work, shared out ideally over the cores
         m.seconds /= cores
     return m
+
+
+def default_shards() -> int:
+    import yaml
+
+    return yaml.safe_load((REPO / "config.yaml").read_text())["shards"]
 
 
 def snakemake_cmd(images: Path, work: Path, cores: int, **config) -> list[str]:
