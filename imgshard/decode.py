@@ -1,8 +1,9 @@
 """Step 3, decode: one image (and its masks) into its row, as a worker does it.
 
-``decode_into`` reads the file once, hashes it, checks its header, and has
-OpenCV decode it straight into the row (or decode it reduced and resize it
-there, see geometry.py). Every way it can fail comes back as a reason string
+``decode_into`` reads the file once, hashes it, checks its header, and
+decodes it straight into the row (or decodes it reduced and resizes it there,
+see geometry.py): a JPEG from the bytes it read (jpeg.py), anything else, or a
+JPEG that path declines, with OpenCV. Every way it can fail comes back as a reason string
 naming what is wrong; nothing here raises for a bad image.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from .geometry import Geometry, reduced_size
 from .header import Header, problem, read_header
+from .jpeg import jpeg_into
 from .labels import rle_decode
 
 FLAGS = cv2.IMREAD_COLOR_RGB
@@ -59,12 +61,12 @@ def decode_into(path: str, out: np.ndarray, geometry: Geometry) -> Outcome:
     if why:
         return digest, header.size, why
     if geometry.resize is None:
-        return (digest, *_decode_direct(path, out, geometry))
-    return (digest, *_decode_resized(path, out, geometry, header))
+        return (digest, *_decode_direct(path, data, header, out, geometry))
+    return (digest, *_decode_resized(path, data, header, out, geometry))
 
 
-def _decode_direct(path: str, out: np.ndarray, geometry: Geometry) -> tuple[tuple[int, int] | None, str | None]:
-    if _imread_into(path, out, FLAGS):
+def _decode_direct(path: str, data: bytes, header: Header, out: np.ndarray, geometry: Geometry) -> tuple[tuple[int, int] | None, str | None]:
+    if jpeg_into(data, header, out, 1) or _imread_into(path, out, FLAGS):
         return geometry.shape, None
     # Decode on its own: None means undecodable; a rotated image that fits is copied in.
     img, error = _imread(path, FLAGS)
@@ -77,13 +79,13 @@ def _decode_direct(path: str, out: np.ndarray, geometry: Geometry) -> tuple[tupl
     return size, None
 
 
-def _decode_resized(path: str, out: np.ndarray, geometry: Geometry, header: Header) -> tuple[tuple[int, int] | None, str | None]:
+def _decode_resized(path: str, data: bytes, header: Header, out: np.ndarray, geometry: Geometry) -> tuple[tuple[int, int] | None, str | None]:
     factor = geometry.reduction(header.size) if header.kind == "jpeg" and header.size else 1
     if header.size:
         # Decode into this process's scratch array: a fresh array for every
         # image cost 2.5 ms of a 1/2-scale Clouds decode of 8 (page faults).
         scratch = _scratch((*reduced_size(header.size, factor), 3))
-        if _imread_into(path, scratch, _REDUCED[factor]):
+        if jpeg_into(data, header, scratch, factor) or _imread_into(path, scratch, _REDUCED[factor]):
             geometry.place(scratch, out, header.size)
             return header.size, None
     img, error = _imread(path, _REDUCED[factor])

@@ -24,6 +24,7 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 class Header:
     kind: str  # "jpeg", "png", "bmp", or "other"
     size: tuple[int, int] | None  # (height, width) as cv2 will return it (EXIF orientation applied)
+    orientation: int = 1  # a JPEG's EXIF orientation tag: 1 is stored upright
 
 
 def read_header(f: BinaryIO) -> Header:
@@ -31,7 +32,7 @@ def read_header(f: BinaryIO) -> Header:
     start = f.read(32)
     if start[:2] == b"\xff\xd8":
         f.seek(2)
-        return Header("jpeg", _jpeg_size(f))
+        return Header("jpeg", *_jpeg_size(f))
     if start[:8] == _PNG_SIGNATURE and start[12:16] == b"IHDR":
         width, height = struct.unpack(">II", start[16:24])
         return Header("png", (height, width))
@@ -70,12 +71,13 @@ def problem(data: bytes, header: Header) -> str | None:
     return None
 
 
-def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
+def _jpeg_size(f: BinaryIO) -> tuple[tuple[int, int] | None, int]:
+    """(size as displayed, EXIF orientation); no size when no frame header comes before the scan."""
     orientation = 1
     while True:
         marker = f.read(2)
         if len(marker) < 2 or marker[0] != 0xFF:
-            return None
+            return None, orientation
         while marker[1] == 0xFF:  # fill bytes
             marker = marker[1:] + f.read(1)
         code = marker[1]
@@ -83,14 +85,14 @@ def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
             continue  # markers without a length
         raw = f.read(2)
         if len(raw) < 2 or code == 0xDA:  # start of scan: no frame header was found
-            return None
+            return None, orientation
         length = struct.unpack(">H", raw)[0] - 2
         if code in _SOF:
             frame = f.read(5)
             if len(frame) < 5:
-                return None
+                return None, orientation
             height, width = struct.unpack(">HH", frame[1:5])
-            return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+            return ((width, height) if orientation in (5, 6, 7, 8) else (height, width)), orientation
         if code == 0xE1:
             segment = f.read(length)
             if segment.startswith(b"Exif\x00\x00"):

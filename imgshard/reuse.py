@@ -38,6 +38,7 @@ import sys
 import cv2
 import h5py
 import numpy as np
+import simplejpeg
 
 from . import __version__
 from .write import IMAGES, MASKS, ORIGINAL_SIZE, PATHS, ROW_KEYS, SHA256, read_slots
@@ -64,7 +65,7 @@ def fingerprint(pixels: dict, labels) -> str:
     """Everything besides an image's own key that its stored row depends on."""
     masks = list(labels.classes) if labels is not None and labels.kind == "masks" else None
     return json.dumps(
-        {"pixels": pixels, "masks": masks, "imgshard": __version__, "code": _pixel_code(), "opencv": cv2.__version__},
+        {"pixels": pixels, "masks": masks, "imgshard": __version__, "code": _pixel_code(), "opencv": cv2.__version__, "simplejpeg": simplejpeg.__version__},
         sort_keys=True,
     )
 
@@ -72,10 +73,10 @@ def fingerprint(pixels: dict, labels) -> str:
 def _pixel_code() -> str:
     # The modules that turn a file into a row: an edit to one of them (the version
     # need not change) must not let a rerun copy rows its old code made.
-    from . import decode, geometry, header, labels
+    from . import decode, geometry, header, jpeg, labels
 
     h = hashlib.blake2b(digest_size=8)
-    for module in (decode, geometry, header, labels):
+    for module in (decode, geometry, header, jpeg, labels):
         with open(module.__file__, "rb") as f:
             h.update(f.read())
     return h.hexdigest()

@@ -166,6 +166,32 @@ def test_one_worker_resizing_image_after_image_stores_each_as_decoded_alone(form
             np.testing.assert_array_equal(f["images"][i], expected, err_msg=path.name)
 
 
+@pytest.mark.parametrize("kind", ["jpeg", "progressive jpeg", "grayscale jpeg", "cmyk jpeg", "odd size"])
+@pytest.mark.parametrize("factor", [1, 2, 4, 8])
+def test_jpegs_decoded_from_their_bytes_equal_cv2_imread(formats, tmp_path, kind, factor):
+    """jpeg.py decodes upright JPEGs itself (libjpeg-turbo through simplejpeg): pixel for pixel what imread gives."""
+    from imgshard.geometry import reduced_size
+    from imgshard.jpeg import jpeg_into
+
+    path = write(tmp_path / "odd.jpg", smooth_rgb(203, 301, seed=9)) if kind == "odd size" else formats[kind]
+    header = header_of(str(path))
+    dst = np.empty((*reduced_size(header.size, factor), 3), np.uint8)
+    assert jpeg_into(path.read_bytes(), header, dst, factor)
+    flags = cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_COLOR_RGB if factor == 8 else REDUCED_RGB[factor]
+    np.testing.assert_array_equal(dst, cv2.imread(str(path), flags))
+
+
+def test_jpegs_cv2_must_rotate_or_diagnose_are_left_to_it(broken, tmp_path):
+    from imgshard.jpeg import jpeg_into
+
+    exif_rotated_jpeg(tmp_path / "rotated.jpg", smooth_rgb(20, 30))
+    header = header_of(str(tmp_path / "rotated.jpg"))
+    assert (header.orientation, header.size) == (6, (30, 20))
+    assert not jpeg_into((tmp_path / "rotated.jpg").read_bytes(), header, np.empty((30, 20, 3), np.uint8), 1)
+    path = broken["truncated jpeg"][0]
+    assert not jpeg_into(path.read_bytes(), header_of(str(path)), np.empty((48, 64, 3), np.uint8), 1)
+
+
 @pytest.mark.parametrize("factor, target", [(2, (700, 1050)), (4, (350, 500)), (8, (160, 250))])
 def test_fastest_reduced_jpeg_decode_stays_within_two_grey_levels(tmp_path, factor, target):
     from imgshard.demo import cloud_image
