@@ -23,6 +23,7 @@ def test_benchmark_smoke(tmp_path):
     around = results["overhead"]
     assert [x["images"] for x in around["resized"]] == [4] and around["photos"]["images"] == 6
     assert around["resized"][0]["pipeline_gap_1"] > 0 and "that / limit |" in (out / "results.md").read_text()
+    assert around["resized"][0]["limit_imread"] > 0 and "| limit with imread |" in (out / "results.md").read_text()
     assert [x["images"] for x in around["reruns"]] == [4, 6] and around["write_bandwidth"]["plain_write_gb_s"] > 0
     assert [x["cores"] for x in around["estimate"]["rows"]][1:] == [16, 64]
     assert len(results["targets"]) == 5 + 2 + 1 + 6
