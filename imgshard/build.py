@@ -124,7 +124,10 @@ def decode_shard(
             s, e = batches[b]
             return pool.submit(b % nbuf, todo_sources[s:e], rles[s:e] if rles is not None else None)
 
-        pending = submit(0) if batches else []
+        # Every batch whose buffer is free is queued: with two buffers the
+        # workers go on to the next batch while the parent writes this one,
+        # instead of waiting for its last image.
+        pending = {b: submit(b) for b in range(min(nbuf, len(batches)))}
         # Open the HDF5 files only now: the workers exist, so none inherits a handle.
         if previous is not None:
             previous.open()
@@ -136,15 +139,13 @@ def decode_shard(
                 t0 = time.perf_counter()
                 placer.place(todo[s])  # reused rows before this batch, copied while the workers decode it
                 t1 = time.perf_counter()
-                decoded = Workers.collect(pending, progress, shard)
-                if nbuf == 2 and b + 1 < len(batches):
-                    pending = submit(b + 1)
+                decoded = Workers.collect(pending.pop(b), progress, shard)
                 t2 = time.perf_counter()
                 k = b % nbuf
                 by_position = {todo[s + d.row]: d for d in decoded}
                 placer.place(todo[e - 1] + 1, by_position, buffers[k], mask_buffers[k] if k_masks else None)
-                if nbuf == 1 and b + 1 < len(batches):  # one buffer: refill it only once written
-                    pending = submit(b + 1)
+                if b + nbuf < len(batches):  # its buffer is written: refill it
+                    pending[b + nbuf] = submit(b + nbuf)
                 result.decode_wait += t2 - t1
                 result.write += (t1 - t0) + (time.perf_counter() - t2)
             t0 = time.perf_counter()

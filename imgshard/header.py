@@ -1,8 +1,9 @@
 """What an image file's header says, read without decoding: size, orientation, completeness.
 
-Used three ways: to check before any decoding that every image has the same
+Used four ways: to check before any decoding that every image has the same
 size, to refuse a file whose header claims an enormous size before anything is
-allocated, and to pick a reduced-size JPEG decode. Formats other than JPEG, PNG
+allocated, to pick a reduced-size JPEG decode, and to leave a JPEG that EXIF
+says to rotate to OpenCV (jpeg.py decodes the others). Formats other than JPEG, PNG
 and BMP report no size; the decoder's own result is the check for them.
 """
 

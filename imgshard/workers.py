@@ -10,6 +10,7 @@ batch k to the shard file while the workers decode batch k+1.
 from __future__ import annotations
 
 import math
+import os
 import signal
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -25,9 +26,6 @@ from .errors import ImgshardError
 from .geometry import Geometry
 
 MB = 1024 * 1024
-# Tasks per worker per batch: enough to even out slow images, few enough that
-# the per-message cost stays invisible.
-TASKS_PER_WORKER = 4
 # A shard that fits the budget still goes in this many batches, so that
 # writing all but the last overlaps decoding.
 MIN_BATCHES = 4
@@ -71,6 +69,27 @@ def _decode_chunk(k: int, rows: list[int], paths: list[str], rles: list[tuple[st
 
 
 # --- parent side -------------------------------------------------------------
+
+
+def guided_tasks(items: list[int], workers: int) -> list[list[int]]:
+    """``items`` cut into tasks, each half of an even share of what is left (guided scheduling).
+
+    The first tasks are large, so messages stay few; the last hold one image
+    each, so the workers finish a batch together.
+    """
+    tasks, start = [], 0
+    while start < len(items):
+        size = math.ceil((len(items) - start) / (2 * workers))
+        tasks.append(items[start : start + size])
+        start += size
+    return tasks
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # decode_into names what is wrong with it
 
 
 def plan_buffers(n: int, image_bytes: int, budget_bytes: int, free_bytes: int) -> tuple[int, int]:
@@ -125,18 +144,18 @@ class Workers:
         )
 
     def submit(self, k: int, paths: list[str], rles: list[tuple[str, ...]] | None) -> list:
-        """Decode ``paths`` into rows 0.. of buffer ``k``, in a few tasks per worker."""
-        m = len(paths)
-        per_task = max(1, math.ceil(m / (self.count * TASKS_PER_WORKER)))
+        """Decode ``paths`` into rows 0.. of buffer ``k``: the largest files first, in tasks that shrink
+        towards the end, so that no worker is left alone with a heavy image while the others wait."""
+        order = sorted(range(len(paths)), key=lambda i: -_file_size(paths[i]))
         return [
             self.pool.submit(
                 _decode_chunk,
                 k,
-                list(range(i, min(i + per_task, m))),
-                paths[i : i + per_task],
-                rles[i : i + per_task] if rles is not None else None,
+                rows,
+                [paths[i] for i in rows],
+                [rles[i] for i in rows] if rles is not None else None,
             )
-            for i in range(0, m, per_task)
+            for rows in guided_tasks(order, self.count)
         ]
 
     @staticmethod

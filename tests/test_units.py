@@ -108,3 +108,14 @@ def test_auto_workers_share_the_cores_out_over_the_shards(monkeypatch):
     assert config.shard_workers("auto", 8, 12) == 2  # rounded up
     assert config.shard_workers("auto", 100, None) == 1
     assert config.shard_workers(3, 8, 2) == 3  # a number is taken as it is
+
+
+def test_guided_tasks_cover_every_image_once_and_shrink_to_single_images():
+    from imgshard.workers import guided_tasks
+
+    for n, workers in [(1, 1), (7, 1), (134, 1), (100, 4), (512, 16)]:
+        tasks = guided_tasks(list(range(n)), workers)
+        assert [i for task in tasks for i in task] == list(range(n))
+        sizes = [len(t) for t in tasks]
+        assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
+        assert sizes[0] == -(-n // (2 * workers))
