@@ -35,6 +35,24 @@ def shard_workers(workers: int | str, shards: int, cores: int | None) -> int:
     return max(1, math.ceil(available / shards))
 
 
+def shard_shm_mb(budget_mb: int, threads: int, cores: int | None, row_bytes: int) -> int:
+    """The shared memory one shard job may hold: ``shm_budget_mb`` shared out over the jobs that run at once.
+
+    /dev/shm is one per machine. Jobs side by side that each sized their
+    buffers to the whole budget (and to the free space each saw at its start)
+    held twice the budget between them, and a write past a full /dev/shm is a
+    SIGBUS. So each job gets the budget over the jobs ``cores`` lets run at
+    once, but at least two rows while the budget holds them (a job with less
+    would refuse to start over a rounding). On a cluster (no ``cores``) each
+    job has a node, and the whole budget.
+    """
+    if not cores:
+        return budget_mb
+    at_once = max(1, cores // max(1, min(threads, cores)))
+    two_rows = math.ceil(2 * row_bytes / 2**20)
+    return max(budget_mb // at_once, min(budget_mb, two_rows))
+
+
 def normalize(config: dict) -> dict:
     """Undo what ``--config`` does to values: ``image_size=[256,256]`` arrives as strings, so may ``reducing_gap=3`` and ``reuse=false``."""
     for key in ("reuse", "check_disk_space"):

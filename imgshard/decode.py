@@ -2,9 +2,9 @@
 
 ``decode_into`` reads the file once, hashes it, checks its header, and
 decodes it straight into the row (or decodes it reduced and resizes it there,
-see geometry.py): a JPEG from the bytes it read (jpeg.py), anything else, or a
-JPEG that path declines, with OpenCV. Every way it can fail comes back as a reason string
-naming what is wrong; nothing here raises for a bad image.
+see geometry.py): a JPEG from the bytes it read (jpeg.py); anything else, and
+a JPEG that path declines, with OpenCV. Every way it can fail comes back as a
+reason string naming what is wrong; nothing here raises for a bad image.
 """
 
 from __future__ import annotations

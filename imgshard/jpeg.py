@@ -3,7 +3,7 @@
 ``decode_into`` reads every file once to hash it; libjpeg-turbo (through
 simplejpeg) then decodes those bytes into a preallocated array, at 1/2, 1/4 or
 1/8 scale in the DCT when asked. OpenCV's ``imread`` would read the file again
-and, for these Clouds JPEGs at 1/2 scale, took 5.7-6.1 ms against 4.8 ms here.
+and, for the benchmark's Clouds JPEGs at 1/2 scale, took 5.7-6.1 ms against 4.8.
 Both wrap libjpeg-turbo with the same settings (accurate integer DCT, smooth
 chroma upsampling), so the pixels are the same; tests/test_images.py checks
 that against ``cv2.imread`` for every kind of JPEG it makes.

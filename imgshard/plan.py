@@ -50,6 +50,12 @@ class Dataset:
     def shard_names(self) -> list[str]:
         return [shard_name(i, len(self.shards)) for i in range(len(self.shards))]
 
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one stored image, with its masks."""
+        masks = len(self.labels.classes) if self.labels is not None and self.labels.kind == "masks" else 0
+        return self.shape[0] * self.shape[1] * (3 + masks)
+
     def manifest(self, shard: int) -> str:
         """The shard's manifest: its images with their sizes and mtimes, the shard job's input."""
         return f"{self.stem}.shards/manifest-{shard_name(shard, len(self.shards))}.tsv"

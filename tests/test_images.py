@@ -289,6 +289,19 @@ def test_small_dev_shm_shrinks_the_batches(tmp_path, monkeypatch):
             np.testing.assert_array_equal(f["images"][i], reference_pixels(tmp_path, rel))
 
 
+def test_jobs_side_by_side_share_the_shm_budget(tmp_path, workdir):
+    """/dev/shm is the machine's: two one-worker jobs on 2 cores hold at most half of shm_budget_mb each."""
+    images = tmp_path / "images"
+    make_images(images, 40, height=256, width=256)  # 0.19 MB a row
+    snakemake(workdir, images_dir=images, shards=2, shm_budget_mb=2)  # --cores 2, workers auto: 1 a job
+    logs = [p.read_text() for p in sorted((workdir / "logs/decode_shard/dataset").glob("*.log"))]
+    # 1 MB each: two buffers of two rows (the whole 2 MB would give 5 rows each)
+    assert len(logs) == 2 and all("(1 workers, 2 x 2-image buffers)" in log for log in logs)
+    ds = read_dataset(workdir / "results/dataset.h5")
+    for i, rel in enumerate(ds["paths"]):
+        np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel), err_msg=rel)
+
+
 def test_dev_shm_too_small_for_one_image_stops_before_decoding(tmp_path, monkeypatch):
     rels = make_images(tmp_path, 3, height=256, width=256)
     monkeypatch.setattr(shm, "free_bytes", lambda: 1024)

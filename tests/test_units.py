@@ -99,6 +99,18 @@ def test_plan_buffers_refuses_what_cannot_fit():
         plan_buffers(5, 3 * MB, 100 * MB, 2 * MB)
 
 
+def test_the_shm_budget_is_shared_by_the_jobs_that_run_at_once():
+    from imgshard.config import shard_shm_mb
+
+    row = 9 * MB  # a 1400x2100 image
+    assert shard_shm_mb(1024, 1, 2, row) == 512  # --cores 2: two one-worker jobs side by side
+    assert shard_shm_mb(1024, 2, 2, row) == 1024  # one job holds every core
+    assert shard_shm_mb(1024, 16, 64, row) == 256  # four jobs of sixteen workers
+    assert shard_shm_mb(1024, 1, None, row) == 1024  # a cluster: a node per job
+    assert shard_shm_mb(20, 1, 4, row) == 18  # never under two rows while the budget holds them
+    assert shard_shm_mb(8, 1, 4, row) == 8  # not one row: the job says shm_budget_mb is too small
+
+
 def test_auto_workers_share_the_cores_out_over_the_shards(monkeypatch):
     from imgshard import config
 

@@ -5,7 +5,12 @@
 # One run builds one dataset or several, so the rules take a {dataset} wildcard.
 import threading
 
-from imgshard.config import resolve_workers, schema_defaults, shard_workers
+from imgshard.config import (
+    resolve_workers,
+    schema_defaults,
+    shard_shm_mb,
+    shard_workers,
+)
 from imgshard.plan import plan
 from imgshard.space import check_free_space
 
@@ -34,14 +39,30 @@ def get_manifest(wildcards):
     return get_dataset(wildcards).manifest(int(wildcards.shard))
 
 
-def get_shard_workers(wildcards):
+def get_cores():
     try:
-        cores = workflow.cores
+        return workflow.cores
     except (
         WorkflowError
     ):  # no --cores: a cluster run, where jobs do not share one machine
-        cores = None
-    return shard_workers(config["workers"], len(get_dataset(wildcards).shards), cores)
+        return None
+
+
+def get_shard_workers(wildcards):
+    return shard_workers(
+        config["workers"], len(get_dataset(wildcards).shards), get_cores()
+    )
+
+
+def get_shard_shm_mb(wildcards, threads):
+    return shard_shm_mb(
+        config["shm_budget_mb"], threads, get_cores(), get_dataset(wildcards).row_bytes
+    )
+
+
+def get_shard_mem_mb(wildcards, threads):
+    # On a cluster: the buffers (shm counts as the job's memory there) plus the processes themselves.
+    return get_shard_shm_mb(wildcards, threads) + 2048
 
 
 def get_shard_priority(wildcards):

@@ -13,10 +13,9 @@ rule decode_shard:
         "../../envs/decode_shard.yaml"
     threads: get_shard_workers
     resources:
-        shm_mb=config["shm_budget_mb"],
-        # On a cluster: the buffers (shm counts as the job's memory there) plus
-        # the processes themselves.
-        mem_mb=config["shm_budget_mb"] + 2048,
+        # shm_budget_mb shared out over the jobs that run at once (all of it on a cluster)
+        shm_mb=get_shard_shm_mb,
+        mem_mb=get_shard_mem_mb,
     params:
         images_dir=get_setting("images_dir"),
         pixels=get_pixel_params,
