@@ -16,18 +16,12 @@ from collections.abc import Iterable
 from .errors import ImgshardError
 
 
-
 def human(n: float) -> str:
     """Bytes as a short decimal size: 12.3 GB, 41.9 MB."""
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n / 1e3:.1f} kB"
-
-
-def needed_bytes(images: int, height: int, width: int, mask_classes: int = 0, copies: int = 1) -> int:
-    """Uncompressed bytes of a dataset: its pixels and masks, ``copies`` times (a copy gather holds them twice)."""
-    return images * height * width * (3 + mask_classes) * copies
 
 
 def existing_folder(path: str) -> str:
@@ -52,9 +46,8 @@ def check_free_space(datasets: Iterable) -> None:
     for group in by_device.values():
         need = 0
         for ds in group:
-            masks = len(ds.labels.classes) if ds.labels is not None and ds.labels.kind == "masks" else 0
-            copies = 2 if ds.settings["gather"] == "copy" else 1
-            need += needed_bytes(len(ds.images), *ds.shape, masks, copies) - reclaimable_bytes(ds)
+            copies = 2 if ds.settings["gather"] == "copy" else 1  # a copy gather holds the pixels twice
+            need += len(ds.images) * ds.row_bytes * copies - reclaimable_bytes(ds)
         folder = existing_folder(group[0].output)
         free = shutil.disk_usage(folder).free
         if need > free:
