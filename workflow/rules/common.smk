@@ -40,11 +40,12 @@ def get_manifest(wildcards):
 
 
 def get_cores():
+    """The cores this run's jobs share; None on a cluster, where each job has a node of its own."""
+    if not workflow.local_exec:
+        return None
     try:
         return workflow.cores
-    except (
-        WorkflowError
-    ):  # no --cores: a cluster run, where jobs do not share one machine
+    except WorkflowError:  # no --cores
         return None
 
 
