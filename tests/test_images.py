@@ -188,6 +188,14 @@ def test_jpegs_cv2_must_rotate_or_diagnose_are_left_to_it(broken, tmp_path):
     header = header_of(str(tmp_path / "rotated.jpg"))
     assert (header.orientation, header.size) == (6, (30, 20))
     assert not jpeg_into((tmp_path / "rotated.jpg").read_bytes(), header, np.empty((30, 20, 3), np.uint8), 1)
+    # Turned 180 degrees keeps the shape, so only the orientation tells; upright with EXIF is decoded here.
+    for orientation, taken in ((3, False), (1, True)):
+        path = tmp_path / f"exif-{orientation}.jpg"
+        exif_rotated_jpeg(path, smooth_rgb(20, 30, seed=orientation), orientation)
+        dst = np.empty((20, 30, 3), np.uint8)
+        assert jpeg_into(path.read_bytes(), header_of(str(path)), dst, 1) is taken
+        stored, _ = decode_one(path, Geometry(20, 30), tmp_path)
+        np.testing.assert_array_equal(stored, cv2.imread(str(path), cv2.IMREAD_COLOR_RGB))
     path = broken["truncated jpeg"][0]
     assert not jpeg_into(path.read_bytes(), header_of(str(path)), np.empty((48, 64, 3), np.uint8), 1)
 
