@@ -1,17 +1,28 @@
-"""What the Snakemake scripts call: the snakemake object turned into plain arguments, plus logging.
+"""What the rules' scripts call: the job Snakemake hands over turned into plain arguments, plus logging.
 
 Kept apart from the steps themselves so that tests call the steps with plain
 arguments and no Snakemake at all.
+
+Every rule runs ``python scripts/<step>.py name=value... SETTINGS name=value...``
+as a ``shell:`` command (``get_run`` and ``get_job`` in workflow/rules/common.smk).
+SETTINGS is JSON: what changes the job's output, so that a changed setting
+reruns it. The name=value pairs are its files, its log, and what may change
+without rerunning it (threads, resources, how workers start).
+``job_from_argv`` turns them into one object. A ``script:`` job would import
+Snakemake itself for its preamble: 0.1 s of CPU per job, paid by every shard
+of every build and rerun.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import signal
 import sys
 import traceback
+from types import SimpleNamespace
 
 from .errors import DiskFull, ImgshardError
 
@@ -27,6 +38,57 @@ def _interrupt(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise Interrupted(signal.Signals(signum).name)
+
+
+# Linux takes at most 128 KiB in one argument (MAX_ARG_STRLEN), and Snakemake
+# hands the whole shell command to bash as one. A larger job (the gather of
+# thousands of shards, or of thousands of images with no labels) goes in a file
+# named by its content, so that its params still change exactly when it does.
+INLINE_MAX = 32 * 1024
+SPILL_DIR = os.path.join(".snakemake", "imgshard-jobs")
+
+
+def job_argument(settings: dict, spill_dir: str = SPILL_DIR) -> str:
+    """A job's settings as the first argument of its script: JSON, or @file when it is long."""
+    text = json.dumps(settings, sort_keys=True, default=list)  # Snakemake's lists of files are lists
+    if len(text) <= INLINE_MAX:
+        return text
+    path = os.path.join(spill_dir, hashlib.sha256(text.encode()).hexdigest() + ".json")
+    if not os.path.exists(path):
+        os.makedirs(spill_dir, exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return "@" + path
+
+
+def job_from_argv(argv: list[str]) -> SimpleNamespace:
+    """name=value pairs and one SETTINGS argument as a job: ``job.params.pixels``, ``job.out``, ``job.threads``.
+
+    SETTINGS is JSON, or @file (see job_argument). A value of digits is an
+    integer (threads, resources), True and False are booleans, the others are
+    strings (paths, names).
+    """
+    job = SimpleNamespace()
+    for arg in argv:
+        name, equals, value = arg.partition("=")
+        if arg.startswith("@"):
+            with open(arg[1:]) as f:
+                job.params = SimpleNamespace(**json.load(f))
+        elif arg.startswith("{"):
+            job.params = SimpleNamespace(**json.loads(arg))
+        elif equals and name.isidentifier():
+            setattr(job, name, int(value) if value.isdigit() else {"True": True, "False": False}.get(value, value))
+        else:
+            raise ValueError(f"not a name=value pair nor the job's settings: {arg!r}")
+    return job
+
+
+def run_step(func, argv: list[str]) -> None:
+    """What scripts/<step>.py does: ``func(job)`` for the job on its command line, logged to its log."""
+    job = job_from_argv(argv)
+    run_job(job.log, func, job)
 
 
 def run_job(log_path: str, func, *args) -> None:
@@ -94,38 +156,38 @@ def start_method(configured: str) -> str:
     return "fork" if configured == "auto" else configured
 
 
-def decode_shard_job(smk) -> None:
+def decode_shard_job(job) -> None:
     from .build import decode_shard
     from .labels import read_labels
     from .manifest import read as read_manifest
 
     startup = seconds_since_process_start()
 
-    images_dir = smk.params.images_dir
-    entries = read_manifest(smk.input.manifest)
+    images_dir = job.params.images_dir
+    entries = read_manifest(job.manifest)
     relpaths = [e.path for e in entries]
     sources = [os.path.join(images_dir, rel) for rel in relpaths]
-    shard = int(smk.wildcards.shard)
+    shard = job.params.shard
     result = decode_shard(
         sources,
         relpaths,
-        smk.output.shard,
-        geometry_from_params(smk.params.pixels),
+        job.out,
+        geometry_from_params(job.params.pixels),
         shard=shard,
-        workers=smk.threads,
-        shm_budget_mb=smk.resources.shm_mb,
-        compression=smk.params.pixels["compression"],
-        on_error=smk.params.on_error,
-        start_method=start_method(smk.params.start_method),
-        labels=read_labels(smk.params.labels) if smk.params.labels else None,
-        attrs={"shard": shard, "pixels": smk.params.pixels},
-        source_stats=[(e.size, e.mtime_ns) for e in entries] if smk.config.get("reuse", True) else None,
+        workers=job.threads,
+        shm_budget_mb=job.shm_mb,
+        compression=job.params.pixels["compression"],
+        on_error=job.params.on_error,
+        start_method=start_method(job.start_method),
+        labels=read_labels(job.params.labels) if job.params.labels else None,
+        attrs={"shard": shard, "pixels": job.params.pixels},
+        source_stats=[(e.size, e.mtime_ns) for e in entries] if job.reuse else None,
     )
     rate = len(result.paths) / result.seconds if result.seconds else 0.0
     print(
         f"shard {shard}: {len(result.paths)} images ({result.reused} reused), {len(result.skipped)} skipped,"
         f" {result.seconds:.2f} s, {rate:.1f} images/s"
-        f" ({smk.threads} workers, {result.buffers} x {result.buffer_rows}-image buffers)",
+        f" ({job.threads} workers, {result.buffers} x {result.buffer_rows}-image buffers)",
         file=sys.stderr,
     )
     # One parseable line for the benchmark's account of where the time goes.
@@ -136,7 +198,7 @@ def decode_shard_job(smk) -> None:
         "total": round(result.seconds, 3),
     }
     print(f"timings {json.dumps(timings)}", file=sys.stderr)
-    write_json(smk.output.stats, shard_stats(shard, sum(e.size for e in entries), smk.output.shard, result, timings))
+    write_json(job.stats, shard_stats(shard, sum(e.size for e in entries), job.out, result, timings))
     for path, reason in result.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
 
@@ -194,50 +256,50 @@ def write_stats(shard_stats_files: list[str], dataset: str, out: str) -> None:
     print(f"stats: {totals['images']} images in {len(shards)} shards, {totals['images_per_s']} images/s", file=sys.stderr)
 
 
-def gather_job(smk) -> None:
+def gather_job(job) -> None:
     from .gather import gather
 
-    pixels = smk.params.pixels
+    pixels = job.params.pixels
     done = gather(
-        list(smk.input.shards),
-        smk.output.dataset,
+        job.params.shards,
+        job.out,
         tuple(pixels["shape"]),
-        mode=smk.params.mode,
+        mode=job.params.mode,
         compression=pixels["compression"],
         attrs={
-            "config": smk.params.config,
+            "config": job.params.config,
             "resize": pixels["resize"] or "none",
             "image_shape": pixels["shape"],
             # Where the sources were, so `imgshard verify` finds them from any directory.
-            "images_dir": os.path.abspath(smk.params.config["images_dir"]),
-            "image_list": os.path.abspath(smk.params.config["image_list"]) if smk.params.config["image_list"] else "",
+            "images_dir": os.path.abspath(job.params.config["images_dir"]),
+            "image_list": os.path.abspath(job.params.config["image_list"]) if job.params.config["image_list"] else "",
         },
-        left_out=[tuple(p) for p in smk.params.left_out],
+        left_out=[tuple(p) for p in job.params.left_out],
     )
     summary = (
-        f"imgshard: {smk.output.dataset}: {done.images} images from {len(smk.input.shards)} shards"
-        f" ({smk.params.mode}), {len(done.skipped)} skipped"
+        f"imgshard: {job.out}: {done.images} images from {len(job.params.shards)} shards"
+        f" ({job.params.mode}), {len(done.skipped)} skipped"
     )
     for path, reason in done.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    write_stats(list(smk.input.stats), smk.output.dataset, smk.output.stats)
+    write_stats(job.params.shard_stats, job.out, job.stats)
     # The run's summary: in the log, and on the terminal where snakemake shows job output.
     print(summary, file=sys.stderr)
-    print(summary + (f" (listed in {smk.log[0]} and the dataset's 'skipped' group)" if done.skipped else ""))
+    print(summary + (f" (listed in {job.log} and the dataset's 'skipped' group)" if done.skipped else ""))
 
 
-def verify_job(smk) -> None:
+def verify_job(job) -> None:
     from .verify import verify
 
     from .manifest import read as read_manifest
 
     failed = []
-    for dataset, images_dir, manifests in smk.params.datasets:
+    for dataset, images_dir, manifests in job.params.datasets:
         if not os.path.isfile(dataset):
             raise ImgshardError(f"verify: {dataset} does not exist; build it first (snakemake --cores N)")
         # The scan of this very run wrote the manifests: they list the images there now.
         images = [e.path for m in manifests for e in read_manifest(m)]
-        report = verify(dataset, images_dir, images, smk.threads)
+        report = verify(dataset, images_dir, images, job.threads)
         if report.problems:
             failed.append(report.failure(dataset, images_dir))
             continue
@@ -248,10 +310,10 @@ def verify_job(smk) -> None:
         raise ImgshardError("\n".join(failed))
 
 
-def figures_job(smk) -> None:
+def figures_job(job) -> None:
     from .figures import contact_sheet, stats_table, throughput_chart
 
-    shown = contact_sheet(smk.input.dataset, smk.output.contact_sheet)
-    throughput_chart(smk.input.stats, smk.output.throughput)
-    stats_table(smk.input.stats, smk.output.table)
+    shown = contact_sheet(job.dataset, job.contact_sheet)
+    throughput_chart(job.stats, job.throughput)
+    stats_table(job.stats, job.table)
     print(f"figures: contact sheet of {len(shown)} images: {', '.join(shown)}", file=sys.stderr)

@@ -4,10 +4,10 @@ import os
 import sys
 
 # Everything under the guard: spawn and forkserver workers re-run this file as
-# a plain module, without the preamble that defines `snakemake`.
+# a plain module.
 if __name__ == "__main__":
-    # Snakemake runs a copy of this file; the package sits beside the original.
-    sys.path.insert(0, os.path.dirname(snakemake.scriptdir))  # noqa: F821
-    from imgshard.jobs import gather_job, run_job
+    # The rule runs this file where it lies; the package sits beside its folder.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from imgshard.jobs import gather_job, run_step
 
-    run_job(snakemake.log[0], gather_job, snakemake)  # noqa: F821
+    run_step(gather_job, sys.argv[1:])

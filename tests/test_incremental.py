@@ -76,7 +76,7 @@ def test_setting_that_changes_pixels_redoes_every_shard(built):
 
 def test_setting_that_keeps_pixels_redoes_no_shard(built):
     images, work = built
-    out, _ = rerun(work, images, workers=1, shm_budget_mb=64)
+    out, _ = rerun(work, images, workers=1, shm_budget_mb=64, start_method="spawn", reuse=False)
     assert jobs_run(out, "decode_shard") == 0
 
 

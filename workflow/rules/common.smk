@@ -3,7 +3,10 @@
 # only when one of them changes: Snakemake's own rerun triggers then redo
 # exactly the shards whose images changed, while tracking one file per shard.
 # One run builds one dataset or several, so the rules take a {dataset} wildcard.
+import shlex
 import threading
+
+from snakemake.settings.types import DeploymentMethod
 
 from imgshard.config import (
     resolve_workers,
@@ -11,6 +14,7 @@ from imgshard.config import (
     shard_shm_mb,
     shard_workers,
 )
+from imgshard.jobs import job_argument
 from imgshard.plan import plan
 from imgshard.space import check_free_space
 
@@ -29,6 +33,55 @@ _first = next(iter(DATASETS.values()))
 RESULTS = os.path.join(os.path.dirname(_first.output), "")
 EXT = os.path.splitext(_first.output)[1]
 WORKERS = resolve_workers(config["workers"])
+
+# A job's Python: this one's, as `script:` would pick it, unless the job runs in
+# a conda environment of its own (--sdm conda), whose python is on PATH.
+PYTHON = (
+    "python"
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    else shlex.quote(sys.executable)
+)
+SCRIPTS = shlex.quote(os.path.join(workflow.basedir, "scripts"))
+
+
+def get_run(name, resource_names=(), **options):
+    """A params function: the command that runs scripts/<name>.py, with the job's
+    threads, the resources named and ``options`` as name=value pairs.
+
+    A shell command, not `script:`, whose preamble imports Snakemake into every
+    job (0.1 s of a core each). Snakemake leaves params computed from threads or
+    resources out of its rerun trigger, and the command's text (the rule's
+    `shell:`) names none of this: a change of the Python, of the checkout's
+    folder, of threads, shared memory or ``options`` reruns nothing.
+    """
+
+    def run(wildcards, threads, resources):
+        pairs = {
+            "threads": threads,
+            **{r: getattr(resources, r) for r in resource_names},
+            **options,
+        }
+        args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in pairs.items())
+        return f"{PYTHON} {SCRIPTS}/{name}.py {args}"
+
+    return run
+
+
+def get_job(**settings):
+    """A params function: ``settings`` (values, or functions of the wildcards) as
+    one JSON argument for the job's script (see imgshard/jobs.py).
+
+    Of the wildcards only, so that a changed setting reruns the job: Snakemake
+    leaves params computed from a job's input, output, threads or resources out
+    of its rerun trigger.
+    """
+
+    def job(wildcards):
+        return job_argument(
+            {k: v(wildcards) if callable(v) else v for k, v in settings.items()}
+        )
+
+    return job
 
 
 def get_dataset(wildcards):

@@ -17,11 +17,21 @@ rule decode_shard:
         shm_mb=get_shard_shm_mb,
         mem_mb=get_shard_mem_mb,
     params:
-        images_dir=get_setting("images_dir"),
-        pixels=get_pixel_params,
-        on_error=get_setting("on_error"),
-        labels=get_setting("labels"),
-        labels_digest=get_labels_digest,
-        start_method=config["start_method"],
-    script:
-        "../../scripts/decode_shard.py"
+        job=get_job(
+            shard=lambda wildcards: int(wildcards.shard),
+            images_dir=get_setting("images_dir"),
+            pixels=get_pixel_params,
+            on_error=get_setting("on_error"),
+            labels=get_setting("labels"),
+            labels_digest=get_labels_digest,
+        ),
+        # None of these changes a pixel, and changing one reruns nothing.
+        run=get_run(
+            "decode_shard",
+            resource_names=["shm_mb"],
+            start_method=config["start_method"],
+            reuse=config["reuse"],
+        ),
+    shell:
+        "{params.run} {params.job:q} log={log:q} manifest={input.manifest:q}"
+        " out={output.shard:q} stats={output.stats:q}"

@@ -12,10 +12,16 @@ rule gather:
     conda:
         "../../envs/gather.yaml"
     params:
-        mode=get_setting("gather"),
-        pixels=get_pixel_params,
-        # The dataset's own settings, recorded in the file: another dataset's never rerun it.
-        config=lambda wildcards: get_dataset(wildcards).settings,
-        left_out=get_left_out,
-    script:
-        "../../scripts/gather.py"
+        job=get_job(
+            # Thousands of shards make a long list: job_argument puts it in a file then.
+            shards=get_shard_files,
+            shard_stats=get_shard_stats,
+            mode=get_setting("gather"),
+            pixels=get_pixel_params,
+            # The dataset's own settings, recorded in the file: another dataset's never rerun it.
+            config=lambda wildcards: get_dataset(wildcards).settings,
+            left_out=get_left_out,
+        ),
+        run=get_run("gather"),
+    shell:
+        "{params.run} {params.job:q} log={log:q} out={output.dataset:q} stats={output.stats:q}"

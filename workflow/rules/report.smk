@@ -29,8 +29,12 @@ rule figures:
         "logs/figures/{dataset}.log",
     conda:
         "../../envs/gather.yaml"
-    script:
-        "../../scripts/figures.py"
+    params:
+        job=get_job(),
+        run=get_run("figures"),
+    shell:
+        "{params.run} {params.job:q} log={log:q} dataset={input.dataset:q} stats={input.stats:q}"
+        " contact_sheet={output.contact_sheet:q} throughput={output.throughput:q} table={output.table:q}"
 
 
 rule report_figures:

@@ -9,9 +9,10 @@ rule verify:
         "../../envs/verify.yaml"
     threads: WORKERS
     params:
-        datasets=verify_params(DATASETS),
-    script:
-        "../../scripts/verify.py"
+        job=get_job(datasets=verify_params(DATASETS)),
+        run=get_run("verify"),
+    shell:
+        "{params.run} {params.job:q} log={log:q}"
 
 
 for _name in DATASETS:
@@ -25,6 +26,7 @@ for _name in DATASETS:
             "../../envs/verify.yaml"
         threads: WORKERS
         params:
-            datasets=verify_params([_name]),
-        script:
-            "../../scripts/verify.py"
+            job=get_job(datasets=verify_params([_name])),
+            run=get_run("verify"),
+        shell:
+            "{params.run} {params.job:q} log={log:q}"

@@ -1,0 +1,62 @@
+"""How a rule hands its job to its script: a shell command with the job as JSON (imgshard/jobs.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import h5py
+
+from imgshard.jobs import INLINE_MAX, job_argument, job_from_argv
+from tests.conftest import make_images, snakemake
+
+SETTINGS = {"shard": 3, "pixels": {"shape": [48, 64], "resize": None}, "labels": None}
+
+
+def test_a_job_comes_back_as_one_object(tmp_path):
+    arg = job_argument(SETTINGS, spill_dir=str(tmp_path))
+    assert not arg.startswith("@") and not os.listdir(tmp_path)
+    job = job_from_argv([arg, "log=logs/x.log", "out=results/a b.h5", "threads=3", "shm_mb=512", "start_method=spawn", "reuse=False"])
+    assert job.params.shard == 3 and job.params.pixels == {"shape": [48, 64], "resize": None} and job.params.labels is None
+    assert (job.log, job.out, job.threads, job.shm_mb, job.start_method) == ("logs/x.log", "results/a b.h5", 3, 512, "spawn")
+    assert job.reuse is False
+
+
+def test_a_job_too_long_for_one_argument_goes_through_a_file_named_by_its_content(tmp_path):
+    long = {**SETTINGS, "left_out": [[f"img{i:06d}.jpg", "no row in labels"] for i in range(INLINE_MAX // 20)]}
+    arg = job_argument(long, spill_dir=str(tmp_path))
+    assert arg.startswith("@") and len(arg) < 200
+    assert job_argument(long, spill_dir=str(tmp_path)) == arg  # same job, same file: its params do not change
+    assert len(os.listdir(tmp_path)) == 1
+    assert job_from_argv([arg, "log=x.log"]).params.left_out == long["left_out"]
+
+
+def test_gather_with_more_left_out_images_than_a_command_line_holds(tmp_path, workdir):
+    # 1200 images with no row in the labels: their (path, reason) list is more
+    # than Linux takes in one argument (128 KiB), and it is gather's job.
+    images = tmp_path / "images"
+    labelled = make_images(images, 3)
+    make_images(images / "no_labels_for_any_image_in_this_folder", 1200, height=8, width=8, seed=5)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\n" + "".join(f"{rel},{i}\n" for i, rel in enumerate(labelled)))
+    snakemake(workdir, images_dir=images, labels=csv, on_error="skip", shards=2)
+    with h5py.File(workdir / "results/dataset.h5") as f:
+        assert sorted(f["paths"].asstr()[()]) == sorted(labelled)
+        assert len(f["skipped/paths"]) == 1200
+    assert len(os.listdir(workdir / ".snakemake/imgshard-jobs")) == 1
+
+
+def test_a_shard_job_does_not_import_snakemake(images, workdir):
+    # What the change from `script:` to a shell command saves: Snakemake's own
+    # imports in every job. The job is run as Snakemake would run it.
+    proc = snakemake(workdir, "--dry-run", "--printshellcmds", images_dir=images, shards=2)
+    command = next(line for line in proc.stdout.splitlines() if "scripts/decode_shard.py" in line)
+    command = command.removeprefix("Shell command:").strip()
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    job = subprocess.run(command, shell=True, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+    assert job.returncode == 0, job.stderr[-3000:]
+    log = next((workdir / "logs/decode_shard/dataset").iterdir()).read_text()
+    imported = [line.rsplit("|", 1)[1].strip() for line in (job.stderr + log).splitlines() if line.startswith("import time:")]
+    assert "imgshard.build" in imported and "h5py" in imported  # the import log is complete
+    assert not [m for m in imported if m == "snakemake" or m.startswith("snakemake.")]
+    assert next((workdir / "results/dataset.shards").glob("shard-*.h5")).stat().st_size > 0
