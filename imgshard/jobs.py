@@ -50,7 +50,7 @@ SPILL_DIR = os.path.join(".snakemake", "imgshard-jobs")
 
 def job_argument(settings: dict, spill_dir: str = SPILL_DIR) -> str:
     """A job's settings as the first argument of its script: JSON, or @file when it is long."""
-    text = json.dumps(settings, sort_keys=True, default=list)  # Snakemake's lists of files are lists
+    text = json.dumps(settings, sort_keys=True)
     if len(text) <= INLINE_MAX:
         return text
     path = os.path.join(spill_dir, hashlib.sha256(text.encode()).hexdigest() + ".json")
