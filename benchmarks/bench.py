@@ -453,7 +453,8 @@ def overhead_markdown(o: dict) -> list[str]:
     if o.get("photos"):
         p = o["photos"]
         lines += ["", f"Mixed large photographs ({p['images']}: JPEG 1920x1080 to 5120x2880, RGBA PNG, 4096x4096 WebP) to 384x512:"
-                  f" pipeline {p['pipeline']:.2f} s, serial loop {p['serial']:.2f} s, {p['speedup_over_serial']:.2f}x."]
+                  f" pipeline {p['pipeline']:.2f} s, serial loop {p['serial']:.2f} s, {p['speedup_over_serial']:.2f}x."
+                  f" The pipeline's rows, in grey levels from INTER_AREA on a full decode (mean absolute difference; by format, then the worst image): {p['grey_levels']}."]
     if o.get("reruns"):
         lines += ["", "Reruns (seconds; ratios to the no-op rerun):", ""]
         lines += ["| images | config | build | no-op | one changed | one added | one removed |", "|---:|---|---:|---:|---:|---:|---:|"]

@@ -65,8 +65,23 @@ def photos(data: Path, cores: int, rounds: int, per_kind: int = 4, scale: float 
     count = len([p for p in folder.iterdir() if p.suffix != ".complete" and not p.name.startswith(".")])
     out = _medians(runs, count)
     out["speedup_over_serial"] = round(out["serial"] / out["pipeline"], 2)
+    out["grey_levels"] = fidelity(data / "work/results/dataset.h5", folder)  # the last pipeline build's rows
     bench.say(f"photos: {out}")
     return out
+
+
+def fidelity(dataset: Path, folder: Path) -> dict[str, float]:
+    """Mean absolute difference of each stored row from INTER_AREA on a full decode, by format: the mean and the worst image."""
+    import h5py
+
+    by_kind: dict[str, list[float]] = {}
+    with h5py.File(dataset) as f:
+        for rel, row in zip(f["paths"].asstr(), f["images"]):
+            full = cv2.imread(str(folder / rel), cv2.IMREAD_COLOR_RGB)
+            reference = cv2.resize(full, (row.shape[1], row.shape[0]), interpolation=cv2.INTER_AREA)
+            by_kind.setdefault(Path(rel).suffix, []).append(float(np.abs(row.astype(int) - reference).mean()))
+    out = {f"{kind[1:]}_mean": round(statistics.mean(v), 3) for kind, v in sorted(by_kind.items())}
+    return out | {"max": round(max(max(v) for v in by_kind.values()), 3)}
 
 
 # (width, height, extension): phone and camera JPEGs, screenshots with alpha, a large WebP.
@@ -212,6 +227,8 @@ def targets(r: dict) -> list[tuple]:
     if r.get("photos"):
         s = r["photos"]["speedup_over_serial"]
         out.append(("mixed large photos: at least 1.8x the serial loop", ">= 1.8", s, s >= 1.8))
+        g = r["photos"]["grey_levels"]["max"]
+        out.append(("mixed large photos: every row within 1.0 grey level of a full decode's INTER_AREA", "<= 1.0", g, g <= 1.0))
     for rr in r.get("reruns", []):
         for key in ("changed", "added", "removed"):
             ratio = rr[f"{key}_over_noop"]

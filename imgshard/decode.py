@@ -1,8 +1,9 @@
 """Step 3, decode: one image (and its masks) into its row, as a worker does it.
 
 ``decode_into`` reads the file once, hashes it, checks its header, and
-decodes it straight into the row (or decodes it reduced and resizes it there,
-see geometry.py): a JPEG from the bytes it read (jpeg.py); anything else, and
+decodes it straight into the row (or decodes it reduced, averages it over
+whole blocks while it stays ``reducing_gap`` times the row, and resizes it
+there: see geometry.py): a JPEG from the bytes it read (jpeg.py); anything else, and
 a JPEG that path declines, with OpenCV. Every way it can fail comes back as a
 reason string naming what is wrong; nothing here raises for a bad image.
 """
@@ -16,7 +17,7 @@ import math
 import cv2
 import numpy as np
 
-from .geometry import Geometry, reduced_size
+from .geometry import Geometry, box_reduce, reduced_size
 from .header import Header, problem, read_header
 from .jpeg import jpeg_into
 from .labels import rle_decode
@@ -39,9 +40,10 @@ _REDUCED = {
     8: cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_COLOR_RGB,
 }
 
-# A reduced or resized decode lands here before its resize into the row; one per
-# process, grown to the largest image it has met.
-_scratch_memory = np.empty(0, np.uint8)
+# A reduced or resized decode lands in the first before its resize into the row,
+# its block averages in the second; one pair per process, grown to the largest
+# image it has met.
+_scratch_memory = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
 
 Outcome = tuple[str | None, tuple[int, int] | None, str | None]  # sha256, original (height, width), error
 
@@ -86,7 +88,7 @@ def _decode_resized(path: str, data: bytes, header: Header, out: np.ndarray, geo
         # image cost 2.5 ms of a 1/2-scale Clouds decode of 8 (page faults).
         scratch = _scratch((*reduced_size(header.size, factor), 3))
         if jpeg_into(data, header, scratch, factor) or _imread_into(path, scratch, _REDUCED[factor]):
-            geometry.place(scratch, out, header.size)
+            _place(scratch, out, header.size, geometry)
             return header.size, None
     img, error = _imread(path, _REDUCED[factor])
     if error:
@@ -98,8 +100,16 @@ def _decode_resized(path: str, data: bytes, header: Header, out: np.ndarray, geo
         if error:
             return None, error
         original = (int(img.shape[0]), int(img.shape[1]))
-    geometry.place(img, out, original)
+    _place(img, out, original, geometry)
     return original, None
+
+
+def _place(src: np.ndarray, out: np.ndarray, original: tuple[int, int], geometry: Geometry) -> None:
+    """Resize a decode of an image of ``original`` size into its row, through block averages when they keep the gap."""
+    k = geometry.box_factor(src.shape[:2])
+    if k > 1:
+        src = box_reduce(src, k, _scratch((*reduced_size(src.shape[:2], k), src.shape[2]), 1))
+    geometry.place(src, out, original)
 
 
 def _imread_into(path: str, dst: np.ndarray, flags: int) -> bool:
@@ -120,13 +130,12 @@ def _imread_into(path: str, dst: np.ndarray, flags: int) -> bool:
     )
 
 
-def _scratch(shape: tuple[int, int, int]) -> np.ndarray:
-    """A C-contiguous array of ``shape``, reusing this process's scratch memory."""
-    global _scratch_memory
+def _scratch(shape: tuple[int, int, int], which: int = 0) -> np.ndarray:
+    """A C-contiguous array of ``shape``, reusing this process's scratch memory ``which``."""
     n = math.prod(shape)
-    if _scratch_memory.size < n:
-        _scratch_memory = np.empty(n, np.uint8)
-    return _scratch_memory[:n].reshape(shape)
+    if _scratch_memory[which].size < n:
+        _scratch_memory[which] = np.empty(n, np.uint8)
+    return _scratch_memory[which][:n].reshape(shape)
 
 
 def _imread(path: str, flags: int) -> tuple[np.ndarray | None, str | None]:

@@ -2,9 +2,10 @@
 
 Used four ways: to check before any decoding that every image has the same
 size, to refuse a file whose header claims an enormous size before anything is
-allocated, to pick a reduced-size JPEG decode, and to leave a JPEG that EXIF
-says to rotate to OpenCV (jpeg.py decodes the others). Formats other than JPEG, PNG
-and BMP report no size; the decoder's own result is the check for them.
+allocated, to pick a reduced-size JPEG decode, to decode into a reused scratch
+array rather than a fresh one, and to leave a JPEG that EXIF says to rotate to
+OpenCV (jpeg.py decodes the others). Formats other than JPEG, PNG, BMP and WebP
+report no size; the decoder's own result is the check for them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 
 @dataclass(frozen=True)
 class Header:
-    kind: str  # "jpeg", "png", "bmp", or "other"
+    kind: str  # "jpeg", "png", "bmp", "webp", or "other"
     size: tuple[int, int] | None  # (height, width) as cv2 will return it (EXIF orientation applied)
     orientation: int = 1  # a JPEG's EXIF orientation tag: 1 is stored upright
 
@@ -40,6 +41,8 @@ def read_header(f: BinaryIO) -> Header:
     if start[:2] == b"BM" and len(start) >= 26:
         width, height = struct.unpack("<ii", start[18:26])
         return Header("bmp", (abs(height), width))
+    if start[:4] == b"RIFF" and start[8:12] == b"WEBP":
+        return Header("webp", *_webp_size(start, f))
     return Header("other", None)
 
 
@@ -100,6 +103,35 @@ def _jpeg_size(f: BinaryIO) -> tuple[tuple[int, int] | None, int]:
                 orientation = _exif_orientation(segment[6:])
         else:
             f.seek(length, io.SEEK_CUR)
+
+
+def _webp_size(start: bytes, f: BinaryIO) -> tuple[tuple[int, int] | None, int]:
+    """(size as displayed, EXIF orientation) of a WebP whose first 32 bytes are ``start``."""
+    chunk = start[12:16]
+    if chunk == b"VP8 " and start[23:26] == b"\x9d\x01\x2a":  # lossy: a key frame's start code, then 14-bit sizes
+        width, height = (v & 0x3FFF for v in struct.unpack("<HH", start[26:30]))
+        return (height, width), 1
+    if chunk == b"VP8L" and start[20] == 0x2F:  # lossless: 14-bit width - 1 and height - 1
+        bits = struct.unpack("<I", start[21:25])[0]
+        return ((bits >> 14 & 0x3FFF) + 1, (bits & 0x3FFF) + 1), 1
+    if chunk == b"VP8X":  # extended: a 24-bit canvas size; OpenCV applies an EXIF chunk's orientation
+        width = int.from_bytes(start[24:27], "little") + 1
+        height = int.from_bytes(start[27:30], "little") + 1
+        orientation = _webp_exif_orientation(f) if start[20] & 0x08 else 1
+        return ((width, height) if orientation in (5, 6, 7, 8) else (height, width)), orientation
+    return None, 1
+
+
+def _webp_exif_orientation(f: BinaryIO) -> int:
+    """The orientation in a WebP's EXIF chunk, found by walking its chunk headers (it usually comes last)."""
+    f.seek(12)
+    while len(head := f.read(8)) == 8:
+        name, length = head[:4], struct.unpack("<I", head[4:])[0]
+        if name == b"EXIF":
+            tiff = f.read(length)
+            return _exif_orientation(tiff[6:] if tiff.startswith(b"Exif\x00\x00") else tiff)
+        f.seek(length + (length & 1), io.SEEK_CUR)
+    return 1
 
 
 def _exif_orientation(tiff: bytes) -> int:

@@ -77,7 +77,7 @@ def shard_text(images_dir: str, relpaths: list[str], stats: dict[str, tuple[int,
         if line is not None and line.startswith(start) and not line.endswith("\t"):
             lines.append(line + "\n")
             continue
-        # 0x0: looked, and the header gives no size (TIFF, WebP): not looked at again while unchanged.
+        # 0x0: looked, and the header gives no size (TIFF): not looked at again while unchanged.
         h, w = header_size(os.path.join(images_dir, rel)) or (0, 0)
         lines.append(f"{start}{h}\t{w}\n")
     return "".join(lines)

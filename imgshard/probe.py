@@ -2,7 +2,7 @@
 
 Headers are read, not decoded, and only for files new or changed since the
 last run: the shard manifests keep the size each header gave. Formats whose
-header gives no size (TIFF, WebP) are checked by the shard jobs as they decode.
+header gives no size (TIFF) are checked by the shard jobs as they decode.
 """
 
 from __future__ import annotations

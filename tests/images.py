@@ -43,6 +43,8 @@ def every_format(folder: Path, height: int = 30, width: int = 40) -> dict[str, P
         "16-bit png": write(folder / "deep.png", (rgb.astype(np.uint16) * 257 + 100)),
         "tiff": write(folder / "plain.tiff", rgb),
         "webp": write(folder / "lossless.webp", rgb, [cv2.IMWRITE_WEBP_QUALITY, 101]),
+        "lossy webp": write(folder / "lossy.webp", rgb, [cv2.IMWRITE_WEBP_QUALITY, 80]),
+        "rgba webp": write(folder / "alpha.webp", np.dstack([rgb, np.full((height, width), 90, np.uint8)]), [cv2.IMWRITE_WEBP_QUALITY, 80]),
         "bmp": write(folder / "plain.bmp", rgb),
     }
     cmyk = folder / "cmyk.jpg"
@@ -95,6 +97,16 @@ def broken_files(folder: Path, height: int = 48, width: int = 64) -> dict[str, t
     out["enormous png header"] = (png_with_size(folder / "huge.png", 100_000, 100_000), "header claims 100000x100000 pixels")
     out["enormous jpeg header"] = (jpeg_claiming_size(folder / "huge.jpg", 60_000, 60_000), "header claims 60000x60000 pixels")
     return out
+
+
+def exif_rotated_webp(path: Path, rgb: np.ndarray, orientation: int = 6) -> Path:
+    """A lossy WebP of ``rgb`` with an EXIF orientation chunk after its pixels, as Pillow writes it."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(path, quality=90, exif=exif.tobytes())
+    return path
 
 
 def exif_rotated_jpeg(path, rgb: np.ndarray, orientation: int = 6) -> None:

@@ -22,11 +22,12 @@ def test_benchmark_smoke(tmp_path):
     assert set(results["reducing_gap"]["gaps"]) == {"null", "1.0", "2.0"} and results["reducing_gap"]["photos"] == 4
     around = results["overhead"]
     assert [x["images"] for x in around["resized"]] == [4] and around["photos"]["images"] == 6
+    assert {"jpg_mean", "png_mean", "webp_mean", "max"} == set(around["photos"]["grey_levels"])
     assert around["resized"][0]["pipeline_gap_1"] > 0 and "that / limit |" in (out / "results.md").read_text()
     assert around["resized"][0]["limit_imread"] > 0 and "| limit with imread |" in (out / "results.md").read_text()
     assert [x["images"] for x in around["reruns"]] == [4, 6] and around["write_bandwidth"]["plain_write_gb_s"] > 0
     assert [x["cores"] for x in around["estimate"]["rows"]][1:] == [16, 64]
-    assert len(results["targets"]) == 5 + 2 + 1 + 6
+    assert len(results["targets"]) == 5 + 2 + 2 + 6
     assert json.loads((out / "results.json").read_text()) == results
     assert "| pipeline |" in (out / "results.md").read_text() and "| reducing_gap |" in (out / "results.md").read_text()
     assert "| one changed | one added | one removed |" in (out / "results.md").read_text()

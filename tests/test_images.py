@@ -9,10 +9,10 @@ import pytest
 from imgshard import shm
 from imgshard.build import decode_shard
 from imgshard.errors import ImgshardError
-from imgshard.geometry import Geometry
+from imgshard.geometry import Geometry, box_reduce, reduced_size
 from imgshard.header import header_of
 from tests.conftest import make_images, read_dataset, reference_pixels, snakemake
-from tests.images import broken_files, every_format, exif_rotated_jpeg, png_with_size, smooth_rgb, write
+from tests.images import broken_files, every_format, exif_rotated_jpeg, exif_rotated_webp, png_with_size, smooth_rgb, write
 
 import cv2
 
@@ -26,7 +26,7 @@ def decode_one(path, geometry, tmp_path, **kw):
 
 FORMATS = [
     "jpeg", "progressive jpeg", "grayscale jpeg", "png", "grayscale png", "rgba png",
-    "16-bit png", "tiff", "webp", "bmp", "cmyk jpeg", "png named .jpg",
+    "16-bit png", "tiff", "webp", "lossy webp", "rgba webp", "bmp", "cmyk jpeg", "png named .jpg",
 ]  # fmt: skip
 
 
@@ -43,6 +43,23 @@ def test_every_format_is_stored_as_cv2_reads_it(formats, tmp_path, kind):
     stored, size = decode_one(path, Geometry(30, 40), tmp_path)
     np.testing.assert_array_equal(stored, expected)
     assert size == (30, 40)
+
+
+@pytest.mark.parametrize("kind", ["webp", "lossy webp", "rgba webp", "png", "bmp", "jpeg"])
+def test_headers_give_the_size_cv2_decodes(formats, kind):
+    assert header_of(str(formats[kind])).size == (30, 40)
+
+
+def test_an_exif_rotated_webp_is_stored_as_cv2_reads_it(tmp_path):
+    """OpenCV turns a WebP by its EXIF chunk, which comes after the pixels: the header must say so too."""
+    path = exif_rotated_webp(tmp_path / "turned.webp", smooth_rgb(30, 40))
+    expected = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
+    assert expected.shape == (40, 30, 3) and header_of(str(path)).size == (40, 30)
+    stored, size = decode_one(path, Geometry(40, 30), tmp_path)
+    np.testing.assert_array_equal(stored, expected)
+    resized, size = decode_one(path, Geometry(20, 15, resize="stretch"), tmp_path)
+    np.testing.assert_array_equal(resized, cv2.resize(expected, (15, 20), interpolation=cv2.INTER_AREA))
+    assert size == (40, 30)
 
 
 def test_mixed_formats_through_the_pipeline(formats, workdir):
@@ -236,6 +253,57 @@ def mean_difference_from_full_decode(path, geometry: Geometry, tmp_path) -> floa
 def test_default_reducing_gap_stays_within_one_grey_level_on_photographs(photos, size, tmp_path):
     geometry = Geometry(384, 512, resize="stretch")  # the default reducing_gap, 2.0
     assert mean_difference_from_full_decode(photos[size], geometry, tmp_path) <= 1.0
+
+
+@pytest.fixture(scope="module")
+def large_photos(tmp_path_factory):
+    """A lossy WebP and an RGBA PNG large enough that their decodes are block-averaged before the resize."""
+    from imgshard.demo import photo_image
+
+    folder = tmp_path_factory.mktemp("large")
+    rgb = photo_image(11, 3000, 3000)
+    alpha = np.linspace(64, 255, 2560, dtype=np.uint8)[None, :].repeat(1600, 0)
+    return {
+        "webp": write(folder / "big.webp", rgb, [cv2.IMWRITE_WEBP_QUALITY, 90]),
+        "png": write(folder / "screen.png", np.dstack([photo_image(12, 1600, 2560), alpha])),
+    }
+
+
+@pytest.mark.parametrize("target, factors", [((224, 224), {"webp": 3, "png": 1}), ((150, 200), {"webp": 3, "png": 2}), ((96, 128), {"webp": 5, "png": 4})])
+@pytest.mark.parametrize("kind", ["webp", "png"])
+def test_block_averaging_large_decodes_stays_within_one_grey_level(large_photos, tmp_path, target, factors, kind):
+    """Formats without a scaled decode are averaged over whole blocks first, while twice the gap remains."""
+    path = large_photos[kind]
+    for resize in ("stretch", "letterbox", "center_crop"):
+        geometry = Geometry(*target, resize=resize)
+        out, size = decode_one(path, geometry, tmp_path)
+        full = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
+        if resize == "stretch":
+            k = geometry.box_factor(full.shape[:2])
+            assert k == factors[kind]
+            averaged = box_reduce(full, k, np.empty((*reduced_size(full.shape[:2], k), 3), np.uint8)) if k > 1 else full
+            np.testing.assert_array_equal(out, cv2.resize(averaged, target[::-1], interpolation=cv2.INTER_AREA))
+        reference = np.empty_like(out)
+        Geometry(*target, resize=resize, reducing_gap=None).place(full, reference, full.shape[:2])
+        assert np.abs(out.astype(int) - reference).mean() <= 1.0, resize
+        assert size == full.shape[:2]
+
+
+@pytest.mark.parametrize("height, width, k", [(4, 6, 2), (23, 37, 4), (1, 9, 3), (30, 30, 5), (7, 5, 8)])
+def test_block_averages_are_the_rounded_mean_of_every_block_whole_or_cut_short(height, width, k):
+    src = np.random.default_rng(k).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    out = box_reduce(src, k, np.empty((*reduced_size((height, width), k), 3), np.uint8))
+    means = [[src[i : i + k, j : j + k].reshape(-1, 3).mean(0) for j in range(0, width, k)] for i in range(0, height, k)]
+    assert np.abs(out - np.array(means)).max() <= 0.5  # OpenCV breaks ties either way
+
+
+def test_block_factor_keeps_twice_the_gap_on_every_axis():
+    assert Geometry(384, 512, resize="stretch").box_factor((4096, 4096)) == 2  # 2048 >= 4 x 512
+    assert Geometry(384, 512, resize="stretch").box_factor((4096, 4095)) == 1
+    assert Geometry(384, 512, resize="letterbox").box_factor((4096, 4096)) == 2
+    assert Geometry(100, 100, resize="stretch", reducing_gap=1.0).box_factor((1000, 1000)) == 5
+    assert Geometry(100, 100, resize="stretch", reducing_gap=None).box_factor((1000, 1000)) == 1
+    assert Geometry(350, 525, resize="stretch").box_factor((700, 1050)) == 1  # a Clouds image decoded at 1/2
 
 
 def test_reducing_all_the_way_would_cost_more_than_a_grey_level_on_these_photographs(photos, tmp_path):
