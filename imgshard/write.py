@@ -77,9 +77,15 @@ def ensure_space(path: str, nbytes: int) -> None:
         raise DiskFull(f"{path}: disk full: {human(nbytes)} more to write, {human(free)} free in {folder}; nothing of it was kept")
 
 
-def disk_full(path: str, error: OSError) -> DiskFull | None:
+# How HDF5 fails a write, through h5py: mostly OSError, but a flush while
+# closing comes back as RuntimeError ("Can't decrement id ref count (file
+# write failed: ... errno = 28 ...)").
+HDF5_WRITE_ERRORS = (OSError, RuntimeError)
+
+
+def disk_full(path: str, error: Exception) -> DiskFull | None:
     """The one-line error for a write to ``path`` that failed with ENOSPC; None for any other failure."""
-    if error.errno != errno.ENOSPC and "errno = 28," not in str(error):
+    if getattr(error, "errno", None) != errno.ENOSPC and "errno = 28," not in str(error):
         return None
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     return DiskFull(f"{path}: disk full (No space left on device), {human(free)} free; nothing of it was kept")
@@ -210,7 +216,7 @@ class ShardWriter:
         """Turn HDF5's ENOSPC (the disk filled after ensure_space looked) into DiskFull."""
         try:
             yield
-        except OSError as e:
+        except HDF5_WRITE_ERRORS as e:
             full = disk_full(self.path, e)
             if full is None:
                 raise
@@ -257,7 +263,7 @@ class ShardWriter:
         elif self._file:
             try:
                 self._file.close()
-            except OSError as e:  # it could not flush what it had cached: the same hazard
+            except HDF5_WRITE_ERRORS as e:  # it could not flush what it had cached: the same hazard
                 _UNSAFE_TO_FREE.extend([self._file, self.images, self.masks])
                 failure = disk_full(self.path, e) or e
         if os.path.exists(self.tmp):

@@ -103,3 +103,60 @@ run_job({str(log)!r}, fill)
     assert proc.stderr.strip().endswith(" free; nothing of it was kept")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert leftovers(small_disk) == []
+
+
+def test_a_disk_that_fills_before_an_abandoned_shard_file_closes_is_one_line(small_disk, tmp_path):
+    """A job gives up on its shard file (here the free-space check refuses more rows) after the disk filled.
+
+    Closing the file flushes what HDF5 still holds onto the full disk, and
+    fails: it must still be the one line that names the file, and leave
+    nothing behind.
+    """
+    out, log = small_disk / "shard-001.h5", tmp_path / "job.log"
+    code = f"""
+import os, shutil, sys
+import numpy as np
+sys.path.insert(0, {str(REPO)!r})
+from imgshard import write
+from imgshard.jobs import run_job
+
+
+def fill():
+    writer = write.ShardWriter({str(out)!r}, 20, (120, 160), "none")
+    try:
+        writer.write(np.ones((4, 120, 160, 3), np.uint8), [(i, i) for i in range(4)])  # held in HDF5's chunk cache
+        with open({str(small_disk / "other")!r}, "wb") as other:  # another process takes what is left
+            other.write(bytes(shutil.disk_usage({str(small_disk)!r}).free))
+        writer.write(np.ones((4, 120, 160, 3), np.uint8), [(i, i + 4) for i in range(4)])
+    except BaseException:
+        writer.abort()
+        raise
+
+
+run_job({str(log)!r}, fill)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().startswith(f"imgshard: {out}: disk full"), proc.stderr[-2000:] + log.read_text()[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert leftovers(small_disk) == ["other"]
+
+
+def test_hdf5_failures_from_a_full_disk_are_told_apart_from_others(tmp_path):
+    """h5py raises OSError for most failed writes, RuntimeError when a flush fails as it closes an object."""
+    from imgshard.errors import DiskFull
+    from imgshard.write import HDF5_WRITE_ERRORS, disk_full
+
+    path = str(tmp_path / "shard-001.h5")
+    # As h5py worded it when two shard jobs filled a disk side by side (a CI run of this project).
+    closing = RuntimeError(
+        "Can't decrement id ref count (file write failed: time = Tue Dec  1 21:12:14 2026\n, filename = "
+        f"'{path}.tmp-20626', file descriptor = 12, errno = 28, error message = 'No space left on device', "
+        "buf = 0x55a038018498, total write size = 7104, bytes this sub-write = 7104, offset = 458752)"
+    )
+    assert isinstance(closing, HDF5_WRITE_ERRORS)
+    full = disk_full(path, closing)
+    assert isinstance(full, DiskFull) and str(full).startswith(f"{path}: disk full (No space left on device), ")
+    assert isinstance(disk_full(path, OSError(28, "No space left on device")), DiskFull)
+    assert disk_full(path, RuntimeError("Can't decrement id ref count (wrong B-tree signature)")) is None
+    assert disk_full(path, OSError(5, "Input/output error")) is None
