@@ -26,7 +26,7 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 class Header:
     kind: str  # "jpeg", "png", "bmp", "webp", or "other"
     size: tuple[int, int] | None  # (height, width) as cv2 will return it (EXIF orientation applied)
-    orientation: int = 1  # a JPEG's EXIF orientation tag: 1 is stored upright
+    orientation: int = 1  # a JPEG's or WebP's EXIF orientation tag: 1 is stored upright
 
 
 def read_header(f: BinaryIO) -> Header:
