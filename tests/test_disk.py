@@ -68,20 +68,35 @@ def test_a_disk_that_fills_anyway_is_one_line_naming_the_file_and_leaves_nothing
     assert not (small_disk / "dataset.h5").exists()
 
 
-def test_hdf5_running_into_a_full_disk_is_one_line_and_no_crash(small_disk, tmp_path):
-    """The disk fills between the free-space check and the write (another process, say): HDF5 itself fails.
+def run_as_job(log, fill: str) -> subprocess.CompletedProcess:
+    """Run the source of a function ``fill`` as a shard job does, in a Python of its own.
 
-    HDF5 can crash while freeing a file whose write failed (h5py#914); the job must
-    still end with its one line and status 1, not a segfault, and keep nothing.
+    HDF5 can crash while freeing a file whose write failed (h5py#914): only a
+    process of its own shows that the job still ends with its one line.
     """
-    out, log = small_disk / "shard-000.h5", tmp_path / "job.log"
     code = f"""
-import sys
+import shutil, sys
 import numpy as np
 sys.path.insert(0, {str(REPO)!r})
 from imgshard import write
 from imgshard.jobs import run_job
 
+{fill}
+
+run_job({str(log)!r}, fill)
+"""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def test_hdf5_running_into_a_full_disk_is_one_line_and_no_crash(small_disk, tmp_path):
+    """The disk fills between the free-space check and the write (another process, say): HDF5 itself fails.
+
+    The job must end with its one line and status 1, not a segfault, and keep nothing.
+    """
+    out = small_disk / "shard-000.h5"
+    proc = run_as_job(
+        tmp_path / "job.log",
+        f"""
 write.SPACE_MARGIN = -(1 << 40)  # the check looks away, as if the disk filled after it looked
 
 
@@ -93,11 +108,8 @@ def fill():
     except BaseException:
         writer.abort()
         raise
-
-
-run_job({str(log)!r}, fill)
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+""",
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert proc.stderr.strip().startswith(f"imgshard: {out}: disk full (No space left on device), ")
     assert proc.stderr.strip().endswith(" free; nothing of it was kept")
@@ -108,34 +120,26 @@ run_job({str(log)!r}, fill)
 def test_a_disk_that_fills_before_an_abandoned_shard_file_closes_is_one_line(small_disk, tmp_path):
     """A job gives up on its shard file (here the free-space check refuses more rows) after the disk filled.
 
-    Closing the file flushes what HDF5 still holds onto the full disk, and
-    fails: it must still be the one line that names the file, and leave
-    nothing behind.
+    Closing the file flushes what HDF5 still holds (its metadata) onto the
+    full disk, and fails: it must still be the one line that names the file,
+    and leave nothing behind.
     """
     out, log = small_disk / "shard-001.h5", tmp_path / "job.log"
-    code = f"""
-import os, shutil, sys
-import numpy as np
-sys.path.insert(0, {str(REPO)!r})
-from imgshard import write
-from imgshard.jobs import run_job
-
-
+    proc = run_as_job(
+        log,
+        f"""
 def fill():
     writer = write.ShardWriter({str(out)!r}, 20, (120, 160), "none")
     try:
-        writer.write(np.ones((4, 120, 160, 3), np.uint8), [(i, i) for i in range(4)])  # held in HDF5's chunk cache
+        writer.write(np.ones((4, 120, 160, 3), np.uint8), [(i, i) for i in range(4)])
         with open({str(small_disk / "other")!r}, "wb") as other:  # another process takes what is left
             other.write(bytes(shutil.disk_usage({str(small_disk)!r}).free))
         writer.write(np.ones((4, 120, 160, 3), np.uint8), [(i, i + 4) for i in range(4)])
     except BaseException:
         writer.abort()
         raise
-
-
-run_job({str(log)!r}, fill)
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+""",
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert proc.stderr.strip().startswith(f"imgshard: {out}: disk full"), proc.stderr[-2000:] + log.read_text()[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1
