@@ -274,10 +274,10 @@ def large_photos(tmp_path_factory):
 def test_block_averaging_large_decodes_stays_within_one_grey_level(large_photos, tmp_path, target, factors, kind):
     """Formats without a scaled decode are averaged over whole blocks first, while twice the gap remains."""
     path = large_photos[kind]
+    full = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
     for resize in ("stretch", "letterbox", "center_crop"):
         geometry = Geometry(*target, resize=resize)
         out, size = decode_one(path, geometry, tmp_path)
-        full = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
         if resize == "stretch":
             k = geometry.box_factor(full.shape[:2])
             assert k == factors[kind]
