@@ -43,12 +43,15 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/verify.smk"
 
 
+# Snakemake skips both on "Nothing to be done"; the next run with jobs prunes then.
 onsuccess:
     cancel_idle_timers()
+    prune_spilled()
 
 
 onerror:
     cancel_idle_timers()
+    prune_spilled()
 
 
 rule all:

@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 from types import SimpleNamespace
 
@@ -46,6 +47,11 @@ def _interrupt(signum, frame):
 # named by its content, so that its params still change exactly when it does.
 INLINE_MAX = 32 * 1024
 SPILL_DIR = os.path.join(".snakemake", "imgshard-jobs")
+# A settings change leaves the old file behind. Every run refreshes the files
+# its jobs refer to, so one untouched this long belongs to no job any more:
+# prune_spilled removes it. Not every file this run did not refer to: another
+# run in the same directory (another target) may be about to read its own.
+SPILL_MAX_AGE_DAYS = 7
 
 
 def job_argument(settings: dict, spill_dir: str = SPILL_DIR) -> str:
@@ -54,13 +60,33 @@ def job_argument(settings: dict, spill_dir: str = SPILL_DIR) -> str:
     if len(text) <= INLINE_MAX:
         return text
     path = os.path.join(spill_dir, hashlib.sha256(text.encode()).hexdigest() + ".json")
-    if not os.path.exists(path):
+    try:
+        os.utime(path)  # in use again
+    except FileNotFoundError:
         os.makedirs(spill_dir, exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, path)
     return "@" + path
+
+
+def prune_spilled(spill_dir: str = SPILL_DIR, max_age_days: float = SPILL_MAX_AGE_DAYS) -> int:
+    """Remove the job files (and a killed writer's temporary files) no run has used for ``max_age_days``; how many."""
+    cutoff = time.time() - max_age_days * 86400
+    removed = 0
+    try:
+        entries = list(os.scandir(spill_dir))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:  # another run pruned it first
+            pass
+    return removed
 
 
 def job_from_argv(argv: list[str]) -> SimpleNamespace:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import h5py
 
-from imgshard.jobs import INLINE_MAX, job_argument, job_from_argv
-from tests.conftest import make_images, snakemake
+from imgshard.jobs import INLINE_MAX, SPILL_MAX_AGE_DAYS, job_argument, job_from_argv, prune_spilled
+from tests.conftest import jobs_run, make_images, snakemake, write_image
 
 SETTINGS = {"shard": 3, "pixels": {"shape": [48, 64], "resize": None}, "labels": None}
 
@@ -31,6 +32,24 @@ def test_a_job_too_long_for_one_argument_goes_through_a_file_named_by_its_conten
     assert job_from_argv([arg, "log=x.log"]).params.left_out == long["left_out"]
 
 
+def _age(path, days):
+    then = time.time() - days * 86400
+    os.utime(path, (then, then))
+
+
+def test_job_files_unused_for_a_week_are_pruned_and_those_in_use_are_refreshed(tmp_path):
+    long = {**SETTINGS, "left_out": [[f"img{i:06d}.jpg", "no row in labels"] for i in range(INLINE_MAX // 20)]}
+    in_use = job_argument(long, spill_dir=str(tmp_path))[1:]
+    orphan = job_argument({**long, "shard": 4}, spill_dir=str(tmp_path))[1:]
+    (tmp_path / "x.json.tmp-123").write_text("{")  # a writer killed midway
+    for path in (in_use, orphan, tmp_path / "x.json.tmp-123"):
+        _age(path, SPILL_MAX_AGE_DAYS + 1)
+    assert job_argument(long, spill_dir=str(tmp_path)) == "@" + in_use  # a run refers to it again
+    assert prune_spilled(str(tmp_path)) == 2
+    assert os.listdir(tmp_path) == [os.path.basename(in_use)]
+    assert prune_spilled(str(tmp_path / "never made")) == 0
+
+
 def test_gather_with_more_left_out_images_than_a_command_line_holds(tmp_path, workdir):
     # 1200 images with no row in the labels: their (path, reason) list is more
     # than Linux takes in one argument (128 KiB), and it is gather's job.
@@ -39,11 +58,24 @@ def test_gather_with_more_left_out_images_than_a_command_line_holds(tmp_path, wo
     make_images(images / "no_labels_for_any_image_in_this_folder", 1200, height=8, width=8, seed=5)
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label\n" + "".join(f"{rel},{i}\n" for i, rel in enumerate(labelled)))
+    # Left by settings of an earlier run, a week old: the run prunes it, not a newer one.
+    spill = workdir / ".snakemake/imgshard-jobs"
+    spill.mkdir(parents=True)
+    (spill / "old.json").write_text("{}")
+    _age(spill / "old.json", SPILL_MAX_AGE_DAYS + 1)
+    (spill / "recent.json").write_text("{}")
     snakemake(workdir, images_dir=images, labels=csv, on_error="skip", shards=2)
     with h5py.File(workdir / "results/dataset.h5") as f:
         assert sorted(f["paths"].asstr()[()]) == sorted(labelled)
         assert len(f["skipped/paths"]) == 1200
-    assert len(os.listdir(workdir / ".snakemake/imgshard-jobs")) == 1
+    (job_file,) = set(os.listdir(spill)) - {"recent.json"}
+    assert "old.json" not in os.listdir(spill)
+    # A week later the gather's own file is as old, but the next run refers to it: kept.
+    _age(spill / job_file, SPILL_MAX_AGE_DAYS + 1)
+    write_image(images / labelled[0], 99, 48, 64)
+    proc = snakemake(workdir, images_dir=images, labels=csv, on_error="skip", shards=2)
+    assert jobs_run(proc.stdout, "gather") == 1
+    assert sorted(os.listdir(spill)) == sorted([job_file, "recent.json"])
 
 
 def test_a_shard_job_does_not_import_snakemake(images, workdir):

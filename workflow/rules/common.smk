@@ -14,7 +14,7 @@ from imgshard.config import (
     shard_shm_mb,
     shard_workers,
 )
-from imgshard.jobs import job_argument
+from imgshard.jobs import job_argument, prune_spilled
 from imgshard.plan import plan
 from imgshard.space import check_free_space
 
