@@ -57,5 +57,5 @@ onerror:
 rule all:
     default_target: True
     input:
-        [DATASETS[name].output for name in DATASETS],
+        # The gather publishes each dataset file with its stats (see gather.smk).
         expand(f"{RESULTS}{{dataset}}.stats.json", dataset=DATASETS),

@@ -1,12 +1,14 @@
-"""Step 3, decode: one shard job, from its list of images to its finished shard file.
+"""Step 3, decode: one shard job, from its list of images to its published index.
 
-The job takes the rows of unchanged images from the shard's previous file
-(reuse.py), has worker processes decode the others into shared memory
-(workers.py, decode.py), and writes the shard file (write.py) one of two ways:
-a new file with every row in the order of its list, reused rows copied while
-the workers decode; or, when few images are new, changed or gone, the
-previous file changed in place, new rows written into free slots. Either
-way the dataset the gather makes lists the images as a fresh build does.
+The data flows one way:
+1. plan (reuse.py): which images keep the part and row they have, which are
+   copied into the new part, which are decoded;
+2. decode (workers.py, decode.py): worker processes decode the new and changed
+   images into shared memory;
+3. write (write.py): one new part file holds the decoded rows and the copied
+   ones, in list order; nothing already on disk is changed;
+4. publish (index.py): the shard's index, naming the part and row of every
+   image, replaces the old one, and becomes the next run's previous index.
 """
 
 from __future__ import annotations
@@ -24,23 +26,23 @@ from tqdm import tqdm
 from . import reuse, shm
 from .errors import ImgshardError
 from .geometry import Geometry
+from .index import ShardIndex, write_index
 from .labels import Labels
 from .workers import MB, Decoded, Workers, plan_buffers
-from .write import ShardWriter, ensure_space, rewrite_index, temp_name, write_rows_in_place
+from .write import PartWriter
 
 
 @dataclass
 class ShardResult:
     paths: list[str] = field(default_factory=list)
-    sha256: list[str] = field(default_factory=list)
-    sizes: list[tuple[int, int]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    labels: list[int] = field(default_factory=list)  # class index per kept image, with classification labels
-    row_keys: list[bytes] = field(default_factory=list)
-    reused: int = 0  # rows copied from the previous file
+    decoded: int = 0
+    reused: int = 0  # rows kept where they are, or copied as stored
+    copied: int = 0  # of those, rows copied into the new part
+    fresh: bool = True  # the new part holds every row
     seconds: float = 0.0
     # Where the seconds went, as the parent sees them: waiting for workers to
-    # decode (with their start-up), and writing (and copying reused rows) while they decode.
+    # decode (with their start-up), and writing (and copying rows) while they decode.
     decode_wait: float = 0.0
     write: float = 0.0
     buffer_rows: int = 0
@@ -59,6 +61,7 @@ def decode_shard(
     geometry: Geometry,
     *,
     shard: int = 0,
+    shard_name: str | None = None,
     workers: int = 1,
     shm_budget_mb: int = 1024,
     compression: str = "none",
@@ -68,16 +71,16 @@ def decode_shard(
     attrs: dict | None = None,
     source_stats: list[tuple[int, int]] | None = None,
 ) -> ShardResult:
-    """Decode ``sources`` into the shard file ``out_path``; ``relpaths`` are what it records.
+    """Decode ``sources`` into a part file beside ``out_path`` and write the shard's index to ``out_path``.
 
-    ``labels`` (every relpath must have a row) adds ``masks`` or ``labels`` to the shard.
-    ``source_stats``, each source's (size, mtime_ns) as the manifest saw it,
-    turns reuse on: rows of images unchanged since the previous file are copied
-    from it, and this file becomes the next run's previous one.
+    ``relpaths`` are what it records. ``labels`` (every relpath must have a row)
+    adds ``masks`` or ``labels``. ``source_stats``, each source's (size, mtime_ns)
+    as the manifest saw it, turns reuse on: images unchanged since the previous
+    index keep their rows, and this index becomes the next run's previous one.
     """
     started = time.perf_counter()
     shm.remove_stale()
-    height, width = geometry.shape
+    shard_name = shard_name or f"{shard:03d}"
     n = len(sources)
     k_masks = len(labels.classes) if labels is not None and labels.kind == "masks" else 0
     targets = [labels.rows[r] for r in relpaths] if labels is not None else None
@@ -90,24 +93,21 @@ def decode_shard(
         ]
         attrs[reuse.FINGERPRINT] = reuse.fingerprint(_pixel_settings(geometry, compression), labels)
         previous = reuse.open_previous(out_path, attrs[reuse.FINGERPRINT])
-    old = [previous.row_of(k) for k in keys] if previous is not None else [None] * n
-    todo = [i for i in range(n) if old[i] is None]  # positions to decode
-    slots = previous.slots_in_place(old, compression) if previous is not None else None
-    if slots is not None:
-        done = _update_in_place(
-            previous, slots, sources, relpaths, old, out_path, geometry, todo, keys, targets, labels, attrs,
-            shard=shard, workers=workers, shm_budget_mb=shm_budget_mb, start_method=start_method, started=started,
-        )  # fmt: skip
-        if done is not None:
-            return done
+    plan = reuse.plan(previous, keys, n)
+    todo = plan.todo
+
+    # 2. decode: buffers in /dev/shm, and the workers that decode into them
+    height, width = geometry.shape
     rows, nbuf = plan_buffers(len(todo), height * width * (3 + k_masks), shm_budget_mb * MB, shm.free_bytes())
     tag = run_tag(out_path)
     names = [shm.segment_name(tag, shard, k) for k in range(nbuf)]
     mask_names = [shm.segment_name(tag, shard, k, "m") for k in range(nbuf)] if k_masks else []
-    result = ShardResult(buffer_rows=rows, buffers=nbuf)
+    result = ShardResult(buffer_rows=rows, buffers=nbuf, fresh=plan.fresh)
     buffers: list[np.ndarray] = []
     mask_buffers: list[np.ndarray] = []
     pool = writer = None
+    sources_open: dict[int, h5py.File] = {}
+    shards_dir = os.path.dirname(os.path.abspath(out_path))
     finished = False
     try:
         for name in names:
@@ -128,16 +128,17 @@ def decode_shard(
         # workers go on to the next batch while the parent writes this one,
         # instead of waiting for its last image.
         pending = {b: submit(b) for b in range(min(nbuf, len(batches)))}
-        # Open the HDF5 files only now: the workers exist, so none inherits a handle.
-        if previous is not None:
-            previous.open()
-        writer = ShardWriter(out_path, n, geometry.shape, compression, labels)
-        placer = _Placer(writer, previous, old, relpaths, keys, targets if not k_masks else None, on_error, result)
+
+        # 3. write: opened only now that the workers exist, so none inherits an HDF5 handle.
+        if plan.new_part:
+            classes = labels.classes if k_masks else None
+            writer = PartWriter(shards_dir, shard_name, len(plan.new_part), geometry.shape, compression, classes)
+        placer = _Placer(writer, previous, plan, relpaths, keys, shards_dir, sources_open, on_error, result)
         progress = tqdm(total=len(todo), desc=f"shard {shard}", unit="img", file=sys.stderr, mininterval=2, ascii=True)
         with progress:
             for b, (s, e) in enumerate(batches):
                 t0 = time.perf_counter()
-                placer.place(todo[s])  # reused rows before this batch, copied while the workers decode it
+                placer.place(todo[s])  # copied rows before this batch, while the workers decode it
                 t1 = time.perf_counter()
                 decoded = Workers.collect(pending.pop(b), progress, shard)
                 t2 = time.perf_counter()
@@ -156,24 +157,27 @@ def decode_shard(
             raise ImgshardError(
                 f"shard {shard}: {len(result.skipped)} of {n} images could not be stored (on_error: fail)\n{lines}"
             )
-        result.seconds = time.perf_counter() - started
-        writer.finish(
-            result.paths,
-            result.sha256,
-            np.array(result.sizes).reshape(-1, 2),
-            result.skipped,
-            attrs,
-            result.labels,
-            result.row_keys if keys is not None else None,
-        )
+
+        # 4. publish: the part, then the index that names it.
+        t0 = time.perf_counter()
+        if writer is not None:
+            writer.finish()
+        index = placer.index(labels, attrs)
+        write_index(out_path, index)
         finished = True
         if keys is not None:
             reuse.keep(out_path)
+        result.write += time.perf_counter() - t0
+        result.paths = index.paths
+        result.decoded = len(todo) - len(result.skipped)
+        result.reused = len(index.paths) - result.decoded
+        result.copied = plan.copied
+        result.seconds = time.perf_counter() - started
         return result
     finally:
         try:
-            if previous is not None:
-                previous.close()
+            for f in sources_open.values():
+                f.close()
             if pool is not None:
                 pool.stop(kill=not finished)
             if writer is not None and not finished:
@@ -181,72 +185,6 @@ def decode_shard(
         finally:
             for name in names + mask_names:
                 shm.delete(name)
-
-
-def _update_in_place(previous, slots, sources, relpaths, old, out_path, geometry, todo, keys, targets, labels, attrs, *, shard, workers, shm_budget_mb, start_method, started) -> ShardResult | None:
-    """Decode the ``todo`` images, write them into their ``slots`` of the previous file, and publish it as ``out_path``.
-
-    None when a new image cannot be decoded or they do not fit one buffer:
-    the caller builds a fresh file then, with the previous one untouched.
-    """
-    height, width = geometry.shape
-    k_masks = len(labels.classes) if labels is not None and labels.kind == "masks" else 0
-    row_bytes = height * width * (3 + k_masks)
-    rows = len(todo)  # one buffer, one batch: few images
-    if rows * row_bytes > min(shm_budget_mb * MB, shm.free_bytes()):
-        return None
-    tag = run_tag(out_path)
-    name, mask_name = shm.segment_name(tag, shard, 0), shm.segment_name(tag, shard, 0, "m")
-    names = ([name] + ([mask_name] if k_masks else [])) if todo else []
-    result = ShardResult(buffer_rows=rows, buffers=1 if todo else 0)
-    pool = buffer = masks = None
-    decoded: list[Decoded] = []
-    tmp = temp_name(out_path)
-    try:
-        if todo:
-            buffer = shm.create(name, (rows, height, width, 3))
-            masks = shm.create(mask_name, (rows, height, width, k_masks)) if k_masks else None
-            pool = Workers(max(1, min(workers, len(todo))), start_method, [name], names[1:], geometry)
-            t0 = time.perf_counter()
-            with tqdm(total=len(todo), desc=f"shard {shard}", unit="img", file=sys.stderr, mininterval=2, ascii=True) as progress:
-                decoded = Workers.collect(
-                    pool.submit(0, [sources[i] for i in todo], [targets[i] for i in todo] if k_masks else None), progress, shard
-                )
-            result.decode_wait = time.perf_counter() - t0
-            if any(d.error is not None for d in decoded):
-                return None
-        t0 = time.perf_counter()
-        sha256 = [previous.sha256[j] if j is not None else None for j in old]
-        sizes = [tuple(int(v) for v in previous.sizes[j]) if j is not None else None for j in old]
-        for d in decoded:
-            sha256[todo[d.row]], sizes[todo[d.row]] = d.sha256, d.size
-        end = max(previous.rows, int(slots.max()) + 1)
-        left = sorted({int(r) for r in previous.slots} - {int(r) for r in slots})  # rows of images gone: zeroed
-        ensure_space(out_path, row_bytes * (end - previous.rows))
-        os.replace(previous.path, tmp)
-        with h5py.File(tmp, "r+") as f:
-            write_rows_in_place(f, buffer, masks, [(d.row, int(slots[todo[d.row]])) for d in decoded], end, left)
-            classes = [t[0] for t in targets] if labels is not None and not k_masks else None
-            rewrite_index(f, relpaths, sha256, np.array(sizes).reshape(-1, 2), keys, slots, attrs, labels, classes)
-        os.replace(tmp, out_path)
-        reuse.keep(out_path)
-        print(
-            f"shard {shard}: {len(todo)} new or changed rows written and {len(left)} emptied in the previous file (in place)",
-            file=sys.stderr,
-        )
-        result.write = time.perf_counter() - t0
-        result.paths, result.sha256, result.sizes = list(relpaths), sha256, sizes
-        result.row_keys, result.reused = keys, len(relpaths) - len(todo)
-        result.labels = classes or []
-        result.seconds = time.perf_counter() - started
-        return result
-    finally:
-        if pool is not None:
-            pool.stop(kill=result.seconds == 0.0)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        for segment in names:
-            shm.delete(segment)
 
 
 def _pixel_settings(geometry: Geometry, compression: str) -> dict:
@@ -261,43 +199,98 @@ def _pixel_settings(geometry: Geometry, compression: str) -> dict:
 
 
 class _Placer:
-    """Puts the shard's images into the file in list order, skipped ones left out."""
+    """Fills the new part in its row order (decoded rows from the buffers, copied rows from older
+    parts), and records where every listed image ends up."""
 
-    def __init__(self, writer, previous, old, relpaths, keys, class_targets, on_error, result: ShardResult):
-        self.writer, self.previous, self.old = writer, previous, old
-        self.relpaths, self.keys, self.class_targets = relpaths, keys, class_targets
+    def __init__(self, writer, previous, plan, relpaths, keys, shards_dir, sources_open, on_error, result: ShardResult):
+        self.writer, self.previous, self.plan = writer, previous, plan
+        self.relpaths, self.keys = relpaths, keys
+        # where each image of the previous index is listed, by row key
+        self.previous_position = {key: j for j, key in enumerate(previous.row_keys)} if previous is not None else {}
+        self.shards_dir, self.sources_open = shards_dir, sources_open
         self.on_error, self.result = on_error, result
-        self.position = 0  # next image of the list
-        self.row = 0  # next row of the file
+        self.cursor = 0  # next entry of plan.new_part
+        self.decoded: dict[int, Decoded] = {}  # position -> what the workers said
+        self.row_of: dict[int, int] = {}  # position -> its row in the new part
 
     def place(self, until: int, decoded: dict[int, Decoded] | None = None, buffer=None, masks=None) -> None:
-        """Images ``position`` to ``until`` (exclusive): reused ones, and those of ``decoded`` (in ``buffer``)."""
-        r = self.result
-        copies, writes = [], []
-        for i in range(self.position, until):
-            if self.old[i] is not None:
-                j = self.old[i]
-                copies.append((int(self.previous.slots[j]), self.row))
-                sha256, size = self.previous.sha256[j], tuple(int(v) for v in self.previous.sizes[j])
-                r.reused += 1
-            else:
+        """New-part images at positions below ``until``: copied ones, and those of ``decoded`` (in ``buffer``)."""
+        copies: dict[int, list[tuple[int, int]]] = {}
+        writes = []
+        new_part = self.plan.new_part
+        while self.cursor < len(new_part) and new_part[self.cursor] < until:
+            i = new_part[self.cursor]
+            self.cursor += 1
+            row = len(self.row_of)
+            if decoded is not None and i in decoded:
                 d = decoded[i]
+                self.decoded[i] = d
                 if d.error is not None:
-                    r.skipped.append((self.relpaths[i], d.error))
+                    self.result.skipped.append((self.relpaths[i], d.error))
                     continue
-                writes.append((d.row, self.row))
-                sha256, size = d.sha256, d.size
-            r.paths.append(self.relpaths[i])
-            r.sha256.append(sha256)
-            r.sizes.append(size)
-            if self.keys is not None:
-                r.row_keys.append(self.keys[i])
-            if self.class_targets is not None:
-                r.labels.append(self.class_targets[i][0])
-            self.row += 1
-        self.position = max(self.position, until)
-        if r.skipped and self.on_error == "fail":
+                writes.append((d.row, row))
+            else:  # copied from an older part: its key is unchanged
+                part, old_row = self._previous_ref(i)
+                copies.setdefault(part, []).append((old_row, row))
+            self.row_of[i] = row
+        if self.result.skipped and self.on_error == "fail":
             return  # the job fails: decode on to name every bad image, but write nothing more
-        if copies:
-            self.writer.copy(self.previous.images, self.previous.masks, copies)
-        self.writer.write(buffer, writes, masks)
+        for part, pairs in copies.items():
+            self.writer.copy(self._open(part), pairs)
+        if writes:
+            self.writer.write(buffer, writes, masks)
+
+    def _previous_ref(self, i: int) -> tuple[int, int]:
+        j = self.previous_position[self.keys[i]]
+        return int(self.previous.part[j]), int(self.previous.row[j])
+
+    def _open(self, part: int) -> h5py.File:
+        if part not in self.sources_open:
+            self.sources_open[part] = h5py.File(os.path.join(self.shards_dir, self.previous.parts[part]), "r")
+        return self.sources_open[part]
+
+    def index(self, labels: Labels | None, attrs: dict) -> ShardIndex:
+        """The shard's new index: every listed image that was not skipped, with its part and row."""
+        plan, previous, keys = self.plan, self.previous, self.keys
+        parts = [previous.parts[p] for p in plan.kept_parts]
+        part_rows = [previous.part_rows[p] for p in plan.kept_parts]
+        renumber = {p: k for k, p in enumerate(plan.kept_parts)}
+        if self.writer is not None:
+            parts.append(self.writer.name)
+            part_rows.append(self.writer.capacity)
+        new = len(parts) - 1
+        previous_position = self.previous_position
+        index = ShardIndex(parts=parts, part_rows=part_rows, attrs=attrs, skipped=list(self.result.skipped))
+        part, row, sizes, keep_keys = [], [], [], []
+        for i, rel in enumerate(self.relpaths):
+            if plan.old[i] is not None:
+                p, r = plan.old[i]
+                j = previous_position[keys[i]]
+                part.append(renumber[p])
+                row.append(r)
+                sha256, size = previous.sha256[j], previous.sizes[j]
+            elif i in self.row_of:
+                part.append(new)
+                row.append(self.row_of[i])
+                if i in self.decoded:
+                    sha256, size = self.decoded[i].sha256, self.decoded[i].size
+                else:
+                    j = previous_position[keys[i]]
+                    sha256, size = previous.sha256[j], previous.sizes[j]
+            else:
+                continue  # skipped
+            index.paths.append(rel)
+            index.sha256.append(sha256)
+            sizes.append(tuple(int(v) for v in size))
+            if keys is not None:
+                keep_keys.append(keys[i])
+        index.part = np.asarray(part, np.int32)
+        index.row = np.asarray(row, np.int64)
+        index.sizes = np.asarray(sizes, np.int32).reshape(-1, 2)
+        index.row_keys = keep_keys if keys is not None else None
+        if labels is not None:
+            index.kind, index.classes = labels.kind, list(labels.classes)
+            index.class_counts = labels.counts(index.paths)
+            if labels.kind == "labels":
+                index.labels = np.array([labels.rows[p][0] for p in index.paths], np.int64)
+        return index

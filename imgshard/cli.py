@@ -20,7 +20,8 @@ import numpy as np
 
 from . import __version__
 from .errors import ImgshardError
-from .write import CLASS_COUNTS, IMAGES, SKIPPED, read_skipped, target_of
+from .gather import skipped_of
+from .index import CLASS_COUNTS, IMAGES, LABELS, MASKS
 
 
 def _open(path: str) -> h5py.File:
@@ -36,31 +37,40 @@ def _open(path: str) -> h5py.File:
     return f
 
 
-def shard_files(f: h5py.File, path: str) -> tuple[list[str], list[str]]:
-    """(every shard file of a virtual dataset, those missing); both empty for a copied dataset."""
+def part_files(f: h5py.File, path: str) -> tuple[list[str], list[str]]:
+    """(every part file of a virtual dataset, those missing or damaged, each with what is wrong); both empty for a copy."""
     if not f[IMAGES].is_virtual:
         return [], []
+    from .read.snapshot import source_offsets
+
     folder = os.path.dirname(os.path.abspath(path))
     files = sorted({s.file_name for s in f[IMAGES].virtual_sources()})
-    return files, [s for s in files if not os.path.isfile(os.path.join(folder, s))]
+    problems = []
+    for name in files:
+        try:
+            source_offsets(os.path.join(folder, name), IMAGES, f[IMAGES].shape[1:])
+        except ImgshardError as e:
+            problems.append(str(e))
+    return files, problems
 
 
 def info(path: str) -> tuple[list[str], list[str]]:
-    """What ``imgshard info`` prints, a line each, and the shard files that are missing."""
+    """What ``imgshard info`` prints, a line each, and what is wrong with its part files (missing, damaged)."""
     with _open(path) as f:
         images = f[IMAGES]
         n, height, width, channels = images.shape
         gather = f.attrs.get("gather", "virtual" if images.is_virtual else "copy")
         lines = [path, f"images: {n} of {height}x{width}x{channels} {images.dtype} (RGB)"]
-        files, missing = shard_files(f, path)
+        files, problems = part_files(f, path)
         if images.is_virtual:
-            reach = "all reachable" if not missing else f"{len(missing)} MISSING (they would read as zeros): {', '.join(missing)}"
-            lines.append(f"gather: virtual, over {len(files)} shard files, {reach}")
+            reach = "all readable" if not problems else f"{len(problems)} MISSING OR DAMAGED (they would read as zeros)"
+            lines.append(f"gather: virtual, over {len(files)} part files, {reach}")
+            lines += [f"  {p}" for p in problems]
         else:
             lines.append(f"gather: {gather}, self-contained")
         if images.compression:
             lines.append(f"compression: {images.compression}")
-        target = target_of(f)
+        target = next((f[name] for name in (MASKS, LABELS) if name in f), None)
         if target is not None:
             classes = [str(c) for c in target.attrs.get("classes", [])]
             counts = target.attrs.get(CLASS_COUNTS)
@@ -69,14 +79,14 @@ def info(path: str) -> tuple[list[str], list[str]]:
             kind = "masks (images with each class)" if target.name == "/masks" else "labels (images per class)"
             shown = ", ".join(f"{c} {int(k)}" for c, k in zip(classes, counts)) if counts is not None else ", ".join(classes)
             lines.append(f"{kind}: {shown}")
-        skipped = read_skipped(f) if SKIPPED in f else []
+        skipped = skipped_of(f)
         lines.append(f"skipped: {len(skipped)}")
         lines += [f"  {p}: {reason}" for p, reason in skipped]
         config = json.loads(f.attrs.get("config", "{}"))
         lines.append("built with:")
         lines += [f"  {key}: {json.dumps(value)}" for key, value in sorted(config.items())]
         lines.append(f"imgshard version: {f.attrs.get('imgshard_version', 'unknown')}")
-    return lines, missing
+    return lines, problems
 
 
 def show(path: str, indices: list[int], out_png: str) -> list[str]:
@@ -132,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "info":
-            lines, missing = info(args.dataset)
+            lines, problems = info(args.dataset)
             print("\n".join(lines))
-            if missing:
-                raise ImgshardError(f"{args.dataset}: {len(missing)} shard files of its virtual dataset are missing")
+            if problems:
+                raise ImgshardError(f"{args.dataset}: {len(problems)} part files of its virtual dataset are missing or damaged: rebuild it (snakemake --cores N)")
         elif args.command == "show":
             shown = show(args.dataset, args.index, args.output)
             print(f"imgshard: wrote {args.output}: {', '.join(shown)}")

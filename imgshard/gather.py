@@ -1,15 +1,17 @@
-"""Step 5, gather: the shard files become one dataset.
+"""Step 5, gather: the shards' indexes become one dataset file (a new snapshot, published by publish.py).
 
-``virtual`` maps the shards' ``images`` into one HDF5 virtual dataset (no pixel
-is copied; the shard files must stay beside it). ``copy`` moves the stored
-chunks into one self-contained file without decompressing them. Either way the
-dataset lists each shard's images in its list order, following the shard's
-``slots`` to the rows that hold them (a rerun may have put an added image in a
-freed or appended row: see reuse.py).
+``virtual`` maps the rows each index names, in the parts that hold them, into
+one HDF5 virtual dataset: no pixel is copied, and the parts must stay beside
+it (they do: no part is ever changed, and none a published dataset maps is
+removed while a reader holds it). ``copy`` writes every row into one
+self-contained file, as stored: contiguous rows by the kernel's
+``copy_file_range``, compressed chunks without decompressing them. Either
+way the dataset lists each shard's images in its list order.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -17,68 +19,60 @@ import h5py
 import numpy as np
 
 from .errors import ImgshardError
-from .write import (
-    CLASS_COUNTS,
-    IMAGES,
-    LABELS,
-    MASKS,
-    compression_args,
-    copy_chunk,
-    ensure_space,
-    mask_compression,
-    read_index,
-    read_skipped,
-    read_slots,
-    runs,
-    target_of,
-    temp_name,
-    write_attrs,
-    write_index,
-    write_labels,
-    write_skipped,
-)
+from .index import CLASS_COUNTS, IMAGES, LABELS, MASKS, ShardIndex, read_index, read_skipped, write_attrs, write_listing
+from .write import copy_chunk, create_images, ensure_space
+
+SKIPPED_ATTR = "skipped"  # root attribute of a dataset: JSON list of [path, reason]
 
 
-def _check_shard(path: str, shape: tuple[int, int]) -> np.ndarray:
-    """The slots of the images in shard ``path`` (see write.SLOTS), after checking it is what gather will map.
-
-    A virtual dataset whose source is missing or of another shape reads back as
-    zeros without an error, so this is the last place to catch it.
-    """
-    if not os.path.isfile(path):
-        raise ImgshardError(f"{path}: shard file is missing")
-    try:
-        with h5py.File(path, "r") as f:
-            images = f[IMAGES]
-            rows = images.shape[0]
-            expected = (rows, shape[0], shape[1], 3)
-            if images.shape != expected or images.dtype != np.uint8:
-                raise ImgshardError(
-                    f"{path}: images are {images.shape} {images.dtype}, expected {expected} uint8"
-                )
-            slots = read_slots(f)
-            count = len(slots)
-            if count and (slots.min() < 0 or slots.max() >= rows or len(np.unique(slots)) != count):
-                raise ImgshardError(f"{path}: its slots do not each name a row of its {rows} images")
-            if len(f["paths"]) != count:
-                raise ImgshardError(f"{path}: {len(f['paths'])} paths for {count} images")
-            if "masks" in f and f["masks"].shape[0] != rows:
-                raise ImgshardError(f"{path}: {f['masks'].shape[0]} rows of masks for {rows} rows of images")
-            if "labels" in f and f["labels"].shape[0] != count:
-                raise ImgshardError(f"{path}: {f['labels'].shape[0]} labels for {count} images")
-            return slots
-    except OSError as e:
-        raise ImgshardError(f"{path}: not a readable HDF5 shard file ({e})") from None
+def skipped_of(f: h5py.File) -> list[tuple[str, str]]:
+    """The images a dataset left out, with their reasons (a group of datasets in files of older versions)."""
+    if SKIPPED_ATTR in f.attrs:
+        return [tuple(s) for s in json.loads(f.attrs[SKIPPED_ATTR])]
+    return read_skipped(f)
 
 
 @dataclass
 class Gathered:
     images: int
     skipped: list[tuple[str, str]]
+    parts: list[str]  # every part file the dataset's rows come from, absolute
+
+
+def part_paths(index_path: str, index: ShardIndex) -> list[str]:
+    folder = os.path.dirname(os.path.abspath(index_path))
+    return [os.path.join(folder, p) for p in index.parts]
+
+
+def check_parts(index_path: str, index: ShardIndex, shape: tuple[int, int]) -> list[str]:
+    """The parts of ``index`` (absolute), after checking each is there with the rows the index names.
+
+    A virtual dataset whose source is missing, or too short, reads back as zeros
+    without an error: this is the last place to catch it before publishing.
+    """
+    files = part_paths(index_path, index)
+    for path, rows in zip(files, index.part_rows):
+        try:
+            with h5py.File(path, "r") as f:
+                images = f[IMAGES]
+                expected = (rows, shape[0], shape[1], 3)
+                if images.shape != expected or images.dtype != np.uint8:
+                    raise ImgshardError(f"{path}: images are {images.shape} {images.dtype}, expected {expected} uint8")
+                if images.chunks is None and images.id.get_offset() is not None:
+                    end = images.id.get_offset() + images.id.get_storage_size()
+                    if os.path.getsize(path) < end:
+                        raise ImgshardError(f"{path}: truncated ({os.path.getsize(path)} bytes, its rows end at {end}); delete it and rerun")
+        except FileNotFoundError:
+            raise ImgshardError(f"{path}: part file of shard {index_path} is missing; delete {index_path} and rerun") from None
+        except OSError as e:
+            raise ImgshardError(f"{path}: not a readable part file ({e}); delete {index_path} and rerun") from None
+    if len(index) and (index.part.max() >= len(files) or (index.row >= np.take(index.part_rows, index.part)).any()):
+        raise ImgshardError(f"{index_path}: names rows its parts do not have; delete it and rerun")
+    return files
 
 
 def gather(
-    shard_files: list[str],
+    shard_indexes: list[str],
     out_path: str,
     shape: tuple[int, int],
     *,
@@ -86,94 +80,133 @@ def gather(
     compression: str = "none",
     attrs: dict | None = None,
     left_out: list[tuple[str, str]] = (),
+    mapped_from: str | None = None,
 ) -> Gathered:
-    """Write the dataset ``out_path`` from ``shard_files`` (in order).
+    """Write the dataset file ``out_path`` from ``shard_indexes`` (in order).
 
-    ``left_out``: images no shard saw (no row in the labels, on_error: skip), for the skipped group.
+    A virtual dataset names its parts relative to ``mapped_from``, the folder
+    it is read from (default: ``out_path``'s), so that folder can move as a whole.
     """
-    slots = [_check_shard(p, shape) for p in shard_files]
-    total = sum(len(s) for s in slots)
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(out_dir, exist_ok=True)
-    # A copy holds every stored byte of the shards again; a virtual dataset only their index.
-    ensure_space(out_path, sum(os.path.getsize(p) for p in shard_files) if mode == "copy" else 0)
-    tmp = temp_name(out_path)
-    paths: list[str] = []
-    sha256: list[str] = []
-    sizes: list[np.ndarray] = []
-    skipped: list[tuple[str, str]] = []
-    labels: list[np.ndarray] = []
-    class_counts = 0
+    indexes = [read_index(p) for p in shard_indexes]
+    files = [check_parts(p, ix, shape) for p, ix in zip(shard_indexes, indexes)]
+    total = sum(len(ix) for ix in indexes)
+    out_dir = os.path.abspath(mapped_from or os.path.dirname(os.path.abspath(out_path)))
+    # A copy holds every stored row again; a virtual dataset only their index.
+    if mode == "copy":
+        ensure_space(out_path, sum(os.path.getsize(p) for fs in files for p in fs))
+    first = next((ix for ix in indexes if ix.kind), indexes[0] if indexes else ShardIndex())
+    kind, classes = first.kind, first.classes
+    skipped = [s for ix in indexes for s in ix.skipped] + list(left_out)
+    byte_copies = []  # (offset in out_path) of contiguous targets, filled once HDF5 has closed the file
+    with h5py.File(out_path, "w") as out:
+        stacks = {IMAGES: (*shape, 3)}
+        if kind == MASKS:
+            stacks[MASKS] = (*shape, len(classes))
+        for name, tail in stacks.items():
+            if mode == "virtual":
+                target = _virtual(out, name, tail, indexes, files, out_dir, total)
+            else:
+                contiguous = name == IMAGES and compression == "none"
+                # A contiguous target is allocated now and never filled: every row is copied in below.
+                extra = {"dcpl": _allocated_unfilled()} if contiguous else {}
+                target = create_images(out, name, total, tail, compression, **extra)
+                if not contiguous:
+                    _copy_chunks(target, indexes, files)
+                elif total:
+                    byte_copies.append(target.id.get_offset())
+            if name == MASKS:
+                target.attrs["classes"] = list(classes)
+        write_listing(
+            out,
+            [p for ix in indexes for p in ix.paths],
+            [s for ix in indexes for s in ix.sha256],
+            np.concatenate([ix.sizes for ix in indexes]) if indexes else np.zeros((0, 2)),
+        )
+        if kind == LABELS:
+            out.create_dataset(LABELS, data=np.concatenate([ix.labels for ix in indexes]).astype(np.int64))
+            out[LABELS].attrs["classes"] = list(classes)
+        if kind:
+            counts = np.sum([ix.class_counts for ix in indexes if ix.class_counts is not None], axis=0)
+            out[kind].attrs[CLASS_COUNTS] = (np.zeros(len(classes)) + counts).astype(np.int64)
+        # An attribute, not a group of datasets: readers that take every dataset as a column of N rows would trip on it.
+        out.attrs[SKIPPED_ATTR] = json.dumps([list(s) for s in skipped])
+        write_attrs(out, {"gather": mode, **(attrs or {})})
+    for offset in byte_copies:
+        _copy_bytes(out_path, offset, shape, indexes, files)
+    return Gathered(total, skipped, [p for fs in files for p in fs])
+
+
+def _virtual(out: h5py.File, name: str, tail: tuple, indexes, files, out_dir: str, total: int) -> h5py.Dataset:
+    layout = h5py.VirtualLayout(shape=(total, *tail), dtype=np.uint8)
+    offset = 0
+    for ix, fs in zip(indexes, files):
+        # Relative to the dataset's folder, so results/ can move as a whole.
+        sources = [h5py.VirtualSource(os.path.relpath(f, out_dir), name, shape=(rows, *tail)) for f, rows in zip(fs, ix.part_rows)]
+        # One mapping per run of consecutive rows of one part: one per part for a fresh shard.
+        for part, row, first, count in ix.runs():
+            layout[offset + first : offset + first + count] = sources[part][row : row + count]
+        offset += len(ix)
+    return out.create_virtual_dataset(name, layout, fillvalue=0)
+
+
+def _allocated_unfilled() -> h5py.h5p.PropDCID:
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
+
+
+def _copy_chunks(target: h5py.Dataset, indexes, files) -> None:
+    """Every row into the chunked ``target`` in dataset order, chunk by chunk as stored where the parts
+    are chunked alike (compressed rows stay compressed), else row by row."""
+    name = target.name.lstrip("/")
+    offset = 0
+    for ix, fs in zip(indexes, files):
+        opened = [h5py.File(f, "r") for f in fs]
+        try:
+            for part, row, first, count in ix.runs():
+                src = opened[part][name]
+                same = src.chunks == target.chunks and src.compression == target.compression
+                for k in range(count):
+                    if same:
+                        copy_chunk(src, row + k, target, offset + first + k)
+                    else:
+                        target[offset + first + k] = src[row + k]
+        finally:
+            for f in opened:
+                f.close()
+        offset += len(ix)
+
+
+def _copy_bytes(out_path: str, base: int, shape: tuple[int, int], indexes, files) -> None:
+    """Every image row into the contiguous ``images`` of ``out_path`` at ``base``, by the kernel
+    (``copy_file_range``: no pass through this process, a reflink where the filesystem has them)."""
+    row_bytes = shape[0] * shape[1] * 3
+    fd = os.open(out_path, os.O_WRONLY)
     try:
-        with h5py.File(tmp, "w") as out:
-            with h5py.File(shard_files[0], "r") as first:
-                # Pixels, and masks when the shards have them: mapped or copied alike.
-                stacks = {IMAGES: first[IMAGES].shape[1:]}
-                if MASKS in first:
-                    stacks[MASKS] = first[MASKS].shape[1:]
-                    classes = list(first[MASKS].attrs["classes"])
-                if LABELS in first:
-                    classes = list(first[LABELS].attrs["classes"])
-            targets = {name: _target(out, name, (total, *tail), mode, compression) for name, tail in stacks.items()}
-            offset = 0
-            for path, shard_slots in zip(shard_files, slots):
-                count = len(shard_slots)
-                with h5py.File(path, "r") as src:
-                    p, s, z = read_index(src)
-                    paths += p
-                    sha256 += s
-                    sizes.append(z)
-                    skipped += read_skipped(src)
-                    if LABELS in src:
-                        labels.append(src[LABELS][()])
-                    counted = target_of(src)
-                    if counted is not None and CLASS_COUNTS in counted.attrs:
-                        class_counts = class_counts + counted.attrs[CLASS_COUNTS]
-                    for name, target in targets.items():
-                        if not count:
-                            continue
-                        if mode == "virtual":
-                            # Relative to the dataset's folder, so results/ can move as a whole.
-                            rel = os.path.relpath(os.path.abspath(path), out_dir)
-                            source = h5py.VirtualSource(rel, name, shape=src[name].shape)
-                            # One mapping per run of consecutive rows: one for a fresh shard file.
-                            for row, i, length in runs([(int(r), i) for i, r in enumerate(shard_slots)]):
-                                target[offset + i : offset + i + length] = source[row : row + length]
-                        else:
-                            _copy_chunks(src[name], shard_slots, target, offset)
-                offset += count
-            for name, target in targets.items():
-                if mode == "virtual":
-                    target = out.create_virtual_dataset(name, target, fillvalue=0)
-                if name == MASKS:
-                    target.attrs["classes"] = classes
-            if labels:
-                write_labels(out, np.concatenate(labels), classes)
-            if target_of(out) is not None:
-                target_of(out).attrs[CLASS_COUNTS] = np.zeros(len(classes), np.int64) + class_counts
-            write_index(out, paths, sha256, np.concatenate(sizes) if sizes else np.zeros((0, 2)))
-            write_skipped(out, skipped + list(left_out))
-            write_attrs(out, {"gather": mode, **(attrs or {})})
-        os.replace(tmp, out_path)
+        offset = 0
+        for ix, fs in zip(indexes, files):
+            starts = []
+            for f in fs:
+                with h5py.File(f, "r") as part:
+                    starts.append(part[IMAGES].id.get_offset())
+            for part, row, first, count in ix.runs():
+                src = os.open(fs[part], os.O_RDONLY)
+                try:
+                    _copy_range(src, fd, count * row_bytes, starts[part] + row * row_bytes, base + (offset + first) * row_bytes)
+                finally:
+                    os.close(src)
+            offset += len(ix)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return Gathered(total, skipped + list(left_out))
+        os.close(fd)
 
 
-def _target(out: h5py.File, name: str, shape: tuple, mode: str, compression: str):
-    """A virtual layout to fill, or the dataset to copy into."""
-    if mode == "virtual":
-        return h5py.VirtualLayout(shape=shape, dtype=np.uint8)
-    args = mask_compression(compression) if name == MASKS else compression_args(compression)
-    return out.create_dataset(name, shape=shape, dtype=np.uint8, chunks=(1, *shape[1:]), **args)
-
-
-def _copy_chunks(src: h5py.Dataset, slots: np.ndarray, dst: h5py.Dataset, offset: int) -> None:
-    """Copy one stored chunk (one image) at a time, as stored: compressed chunks stay compressed."""
-    same_filters = src.compression == dst.compression and src.chunks == dst.chunks
-    for i, row in enumerate(slots.tolist()):
-        if same_filters:
-            copy_chunk(src, row, dst, offset + i)
-        else:
-            dst[offset + i] = src[row]
+def _copy_range(src: int, dst: int, count: int, src_offset: int, dst_offset: int) -> None:
+    while count > 0:
+        try:
+            done = os.copy_file_range(src, dst, count, src_offset, dst_offset)
+        except OSError:  # a filesystem or kernel without it for these files: through a buffer
+            done = os.pwrite(dst, os.pread(src, min(count, 64 << 20), src_offset), dst_offset)
+        if done == 0:
+            raise ImgshardError(f"part file ended early while copying {count} more bytes; delete the shard's index and rerun")
+        count, src_offset, dst_offset = count - done, src_offset + done, dst_offset + done

@@ -200,6 +200,7 @@ def decode_shard_job(job) -> None:
         job.out,
         geometry_from_params(job.params.pixels),
         shard=shard,
+        shard_name=os.path.basename(job.out).removeprefix("shard-").removesuffix(".h5"),
         workers=job.threads,
         shm_budget_mb=job.shm_mb,
         compression=job.params.pixels["compression"],
@@ -210,10 +211,11 @@ def decode_shard_job(job) -> None:
         source_stats=[(e.size, e.mtime_ns) for e in entries] if job.reuse else None,
     )
     rate = len(result.paths) / result.seconds if result.seconds else 0.0
+    wrote = "a fresh part" if result.fresh else f"a part of {result.decoded + result.copied} rows ({result.copied} carried over)"
     print(
         f"shard {shard}: {len(result.paths)} images ({result.reused} reused), {len(result.skipped)} skipped,"
         f" {result.seconds:.2f} s, {rate:.1f} images/s"
-        f" ({job.threads} workers, {result.buffers} x {result.buffer_rows}-image buffers)",
+        f" ({job.threads} workers, {result.buffers} x {result.buffer_rows}-image buffers; {wrote})",
         file=sys.stderr,
     )
     # One parseable line for the benchmark's account of where the time goes.
@@ -229,22 +231,28 @@ def decode_shard_job(job) -> None:
         print(f"skipped {path}: {reason}", file=sys.stderr)
 
 
-def shard_stats(shard: int, source_bytes: int, shard_file: str, result, timings: dict) -> dict:
+def shard_stats(shard: int, source_bytes: int, index_path: str, result, timings: dict) -> dict:
     """One shard's stats file: counts, every skip with its reason, timings and bytes (as img2dataset keeps them)."""
+    from .index import read_index
+
     reasons: dict[str, int] = {}
     for _, reason in result.skipped:
         key = reason.split(" (")[0]
         reasons[key] = reasons.get(key, 0) + 1
+    folder = os.path.dirname(os.path.abspath(index_path))
     return {
         "shard": shard,
         "images": len(result.paths),
         "skipped": len(result.skipped),
         "skipped_by_reason": reasons,
+        "decoded": result.decoded,
+        "reused": result.reused,
         "seconds": round(result.seconds, 3),
         "images_per_s": round(len(result.paths) / result.seconds, 2) if result.seconds else 0.0,
         "timings": timings,
         "source_bytes": source_bytes,
-        "shard_bytes": os.path.getsize(shard_file),
+        # what its parts hold on disk, rows no image uses any more included
+        "shard_bytes": sum(os.path.getsize(os.path.join(folder, p)) for p in read_index(index_path).parts),
     }
 
 
@@ -283,13 +291,14 @@ def write_stats(shard_stats_files: list[str], dataset: str, out: str) -> None:
 
 
 def gather_job(job) -> None:
-    from .gather import gather
+    from .publish import gather_and_publish
 
     pixels = job.params.pixels
-    done = gather(
+    done, snapshot, collected = gather_and_publish(
         job.params.shards,
         job.out,
         tuple(pixels["shape"]),
+        keep_snapshots=job.params.config.get("keep_snapshots", 0),
         mode=job.params.mode,
         compression=pixels["compression"],
         attrs={
@@ -308,10 +317,15 @@ def gather_job(job) -> None:
     )
     for path, reason in done.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(
+        f"published {snapshot}; removed {len(collected.snapshots)} old snapshots and {len(collected.parts)} part files;"
+        f" {len(collected.held)} old snapshots held by readers kept",
+        file=sys.stderr,
+    )
     write_stats(job.params.shard_stats, job.out, job.stats)
     # The run's summary: in the log, and on the terminal where snakemake shows job output.
     print(summary, file=sys.stderr)
-    print(summary + (f" (listed in {job.log} and the dataset's 'skipped' group)" if done.skipped else ""))
+    print(summary + (f" (listed in {job.log} and the dataset's 'skipped' attribute)" if done.skipped else ""))
 
 
 def verify_job(job) -> None:

@@ -1,31 +1,29 @@
-"""Step 3, decode: rows of unchanged images, taken from the shard's previous file instead of decoded again.
+"""Step 3, decode (its plan): which rows a rerun shard takes from its parts as they are, and what it writes anew.
 
-A rerun of a shard for one changed image then costs that image's decode and
-a copy of the other rows' stored chunks, so shards can be few and large.
+A rerun of a shard for one changed image then costs that image's decode and a
+part file of one row, however large the shard: the other rows stay where they
+are, in part files no one ever writes again (see write.py).
 
 Snakemake deletes a job's outputs before it runs it, so each finished shard
-file gets a second name, ``<stem>.shards/previous/shard-NNN.h5``: a hard link,
-not a second copy on disk. A rerun opens it and copies the stored chunk of
-every image whose row key is unchanged: its relative path, size and mtime (the
-test that made Snakemake rerun the shard) and, with masks, its run-length
-strings. The file as a whole must also have been built by the same imgshard
-(version, and the source of the modules that make pixels) and OpenCV with
-the same pixel settings. The link moves to a new file only once
-that file is complete, so a crash or an interrupt leaves the previous one; as
-every row is matched by its own key, an older file is still a correct source.
+index also gets a second name, ``<stem>.shards/previous/shard-NNN.h5`` (a hard
+link). A rerun reads it and keeps, for every image whose row key is unchanged,
+the part and row that hold it. A row key is the image's relative path, size
+and mtime (the test that made Snakemake rerun the shard) and, with masks, its
+run-length strings. The index as a whole must also have been built by the same
+imgshard (version, and the source of the modules that make pixels), OpenCV
+and simplejpeg with the same pixel settings. The link moves to a new index
+only once that index is complete, so a crash or an interrupt leaves the
+previous one, and every part it names.
 
-When only a few of the shard's images are new, changed or gone, the previous
-file itself becomes the new one: it is renamed to the job's temporary name,
-the new images are written into the rows that changed or left (zeros where
-none came back) or appended, and the index is rewritten (``slots``: each
-listed image's row). A rerun for one changed, added or removed image so
-writes one image however large the shard, and the dataset still lists its
-images in the order a fresh build would (the gather follows the slots). Rows
-left empty are few (at most IN_PLACE_MAX_SHARE, else a fresh file is written),
-and only uncompressed pixels are updated so (a rewritten compressed chunk
-would leave the old one's space behind in the file). A failure midway loses the
-previous file, never a correct row: the temporary file is removed, and the
-next rerun decodes all.
+What the new part holds (``Plan``):
+- **a delta**: only the new and changed images, while they are few (at most
+  ``SHARE`` of the shard) and the rows the shard's parts no longer use are
+  few too. Deltas pile up, so once there are ``MAX_DELTAS`` of them the new one
+  also takes the live rows of the others (a small copy), and they drop out;
+- **a fresh part**: every image, in list order, the unchanged ones copied as
+  stored (no decoding, no decompression), when many changed or too many rows
+  of the old parts are dead (changed, removed, skipped). Waste stays below
+  ``SHARE`` of the shard, and a fresh part keeps the rows in order on disk.
 """
 
 from __future__ import annotations
@@ -34,21 +32,19 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 import cv2
-import h5py
-import numpy as np
 import simplejpeg
 
 from . import __version__
-from .write import IMAGES, MASKS, ORIGINAL_SIZE, PATHS, ROW_KEYS, SHA256, read_slots
+from .errors import ImgshardError
+from .index import ShardIndex, read_index
 
 PREVIOUS = "previous"
-# In place only while the new or changed images, and the rows left empty, are
-# few: otherwise most of the file is rewritten anyway, and a fresh file keeps
-# its rows in order on disk and wastes none.
-IN_PLACE_MAX_SHARE = 0.25
-FINGERPRINT = "reuse_fingerprint"  # attribute of a shard file: what its rows were made with
+SHARE = 0.25
+MAX_DELTAS = 4
+FINGERPRINT = "reuse_fingerprint"  # attribute of a shard index: what its rows were made with
 
 
 def previous_path(shard_path: str) -> str:
@@ -72,7 +68,7 @@ def fingerprint(pixels: dict, labels) -> str:
 
 def _pixel_code() -> str:
     # The modules that turn a file into a row: an edit to one of them (the version
-    # need not change) must not let a rerun copy rows its old code made.
+    # need not change) must not let a rerun keep rows its old code made.
     from . import decode, geometry, header, jpeg, labels
 
     h = hashlib.blake2b(digest_size=8)
@@ -82,78 +78,60 @@ def _pixel_code() -> str:
     return h.hexdigest()
 
 
-class Previous:
-    """The shard's previous file: its index read up front, its rows opened for copying only once the workers exist.
-
-    (A file open before the fork would be open in every worker too, and HDF5's
-    lock on it would outlive the parent's close.)
-    """
-
-    def __init__(self, path: str, f: h5py.File):
-        self.path = path
-        self.paths = f[PATHS].asstr()[()].tolist()
-        self.sha256 = f[SHA256].asstr()[()]
-        self.sizes = f[ORIGINAL_SIZE][()]
-        self._rows = {key: row for row, key in enumerate(f[ROW_KEYS][()].tolist())}
-        self.slots = read_slots(f)  # where each listed image's pixels are
-        self.rows = f[IMAGES].shape[0]  # with the empty ones
-        self._file = self.images = self.masks = None
-
-    def row_of(self, key: bytes) -> int | None:
-        return self._rows.get(key)
-
-    def slots_in_place(self, old: list[int | None], compression: str) -> np.ndarray | None:
-        """Each listed image's row if this file can become the new one in place; None if a fresh file is due.
-
-        ``old``: each listed image's row in this file's list, None for a new or
-        changed one. New ones take the rows of images that changed or left, in
-        order, then rows appended at the end.
-        """
-        n = len(old)
-        todo = sum(j is None for j in old)
-        if compression != "none" or n == 0 or todo > IN_PLACE_MAX_SHARE * n:
-            return None
-        kept = {int(self.slots[j]) for j in old if j is not None}
-        free = (row for row in range(self.rows) if row not in kept)
-        slots = np.empty(n, np.int64)
-        end = self.rows
-        for i, j in enumerate(old):
-            if j is not None:
-                slots[i] = self.slots[j]
-                continue
-            row = next(free, None)
-            if row is None:
-                row, end = end, end + 1
-            slots[i] = row
-        if end - n > IN_PLACE_MAX_SHARE * end:
-            return None
-        return slots
-
-    def open(self) -> None:
-        self._file = h5py.File(self.path, "r")
-        self.images = self._file[IMAGES]
-        self.masks = self._file[MASKS] if MASKS in self._file else None
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = self.images = self.masks = None
-
-
-def open_previous(shard_path: str, expected: str) -> Previous | None:
-    """The index of the previous file of ``shard_path`` if one was built with ``expected`` fingerprint; else None."""
+def open_previous(shard_path: str, expected: str) -> ShardIndex | None:
+    """The previous index of ``shard_path`` if it was built with the ``expected`` fingerprint and all its parts are there."""
     path = previous_path(shard_path)
     if not os.path.exists(path):
         return None
     try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get(FINGERPRINT) != expected or ROW_KEYS not in f:
-                print(f"reuse: {path} was built with other settings; decoding every image", file=sys.stderr)
-                return None
-            return Previous(path, f)
-    except (OSError, KeyError, ValueError) as e:
-        print(f"reuse: {path} cannot be read ({e}); decoding every image", file=sys.stderr)
+        index = read_index(path)
+    except ImgshardError as e:
+        print(f"reuse: {e}; decoding every image", file=sys.stderr)
         return None
+    if index.attrs.get(FINGERPRINT) != expected or index.row_keys is None:
+        print(f"reuse: {path} was built with other settings; decoding every image", file=sys.stderr)
+        return None
+    folder = os.path.dirname(os.path.dirname(path))
+    for part in index.parts:
+        if not os.path.isfile(os.path.join(folder, part)):
+            print(f"reuse: {path} names {part}, which is gone; decoding every image", file=sys.stderr)
+            return None
+    return index
+
+
+@dataclass
+class Plan:
+    """What a shard job does with each listed image (its position in the list)."""
+
+    old: list[tuple[int, int] | None]  # (part of the previous index, row) it stays at; None: in the new part
+    todo: list[int]  # positions to decode, ascending
+    new_part: list[int]  # positions the new part holds, in its row order (ascending): todo and copied ones
+    kept_parts: list[int]  # parts of the previous index the new index still uses
+    fresh: bool
+
+    @property
+    def copied(self) -> int:
+        return len(self.new_part) - len(self.todo)
+
+
+def plan(previous: ShardIndex | None, keys: list[bytes] | None, n: int) -> Plan:
+    """Decide, for ``n`` listed images with row ``keys``, what is decoded, copied into the new part, or left."""
+    if previous is None or keys is None:
+        return Plan([None] * n, list(range(n)), list(range(n)), [], True)
+    rows = {key: (int(p), int(r)) for key, p, r in zip(previous.row_keys, previous.part, previous.row)}
+    found = [rows.get(key) for key in keys]
+    todo = [i for i, ref in enumerate(found) if ref is None]
+    live = n - len(todo)
+    dead = sum(previous.part_rows) - live
+    if len(todo) > SHARE * n or dead > SHARE * max(n, 1) or not previous.parts:
+        # Fresh: every unchanged row copied into the one new part, in list order.
+        return Plan([None] * n, todo, list(range(n)), [], True)
+    deltas = set(range(1, len(previous.parts)))  # part 0 is the base a fresh part started
+    merge = len(deltas) >= MAX_DELTAS
+    old = [ref if ref is not None and not (merge and ref[0] in deltas) else None for ref in found]
+    new_part = [i for i, ref in enumerate(old) if ref is None]
+    kept = sorted({ref[0] for ref in old if ref is not None})
+    return Plan(old, todo, new_part, kept, False)
 
 
 def keep(shard_path: str) -> None:

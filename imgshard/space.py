@@ -33,8 +33,9 @@ def existing_folder(path: str) -> str:
 
 
 def reclaimable_bytes(dataset) -> int:
-    """What a rebuild replaces: the dataset's shard files and the dataset itself, if present."""
-    files = glob.glob(glob.escape(dataset.stem) + ".shards/shard-*.h5") + [dataset.output]
+    """What a rebuild replaces: the dataset's part files and the dataset itself, if present (a rerun
+    that keeps rows writes about nothing; old parts a reader still holds stay a while longer)."""
+    files = glob.glob(glob.escape(dataset.stem) + ".shards/parts/*.h5") + [dataset.output]
     return sum(os.path.getsize(f) for f in files if os.path.isfile(f))
 
 

@@ -20,8 +20,9 @@ from .decode import decode_into
 from .workers import mp_context
 from .errors import ImgshardError
 from .geometry import Geometry
-from .read import check_sources
-from .write import IMAGES, SKIPPED, read_index, read_skipped
+from .gather import skipped_of
+from .index import IMAGES, read_listing
+from .read import Snapshot
 
 
 @dataclass
@@ -58,46 +59,56 @@ def stored_geometry(f: h5py.File) -> Geometry:
     return Geometry(int(height), int(width), resize=resize, pad_value=int(config.get("pad_value", 0)), reducing_gap=gap)
 
 
-# Worker side: each process opens the dataset once, after it starts.
+# Worker side: the snapshot the parent opened, and the geometry it was built with, given once per process.
 _state: dict = {}
 
 
-def _check(dataset: str, images_dir: str, index: int, rel: str, sha256: str) -> tuple[str, str | None]:
-    if _state.get("path") != dataset:
-        f = h5py.File(dataset, "r")
-        _state.update(path=dataset, file=f, geometry=stored_geometry(f))
-    f, geometry = _state["file"], _state["geometry"]
+def _start(snapshot: Snapshot, geometry: Geometry) -> None:
+    _state.update(snapshot=snapshot, geometry=geometry)
+
+
+def _check(images_dir: str, index: int, rel: str, sha256: str) -> tuple[str, str | None]:
+    snapshot, geometry = _state["snapshot"], _state["geometry"]
     row = np.empty((geometry.height, geometry.width, 3), np.uint8)
     digest, _, error = decode_into(os.path.join(images_dir, rel), row, geometry)
     if digest != sha256:
         return "changed", rel
     if error:
         return "errors", f"{rel}: {error}"
-    if not np.array_equal(row, f[IMAGES][index]):
+    stored = np.empty_like(row)
+    snapshot.read_images([index], [memoryview(stored).cast("B")], stored[None])
+    if not np.array_equal(row, stored):
         return "pixels", rel
     return "ok", None
 
 
 def verify(dataset: str, images_dir: str, current: list[str], workers: int = 1) -> Report:
     """Compare ``dataset`` with the images now in ``images_dir`` (``current``: their relative paths)."""
-    with h5py.File(dataset, "r") as f:
-        check_sources(f, dataset)
-        paths, sha256, _ = read_index(f)
-        skipped = {p for p, _ in read_skipped(f)} if SKIPPED in f else set()
-    report = Report()
-    now = set(current)
-    report.missing = [p for p in paths if p not in now]
-    held = set(paths) | skipped
-    report.extra = sorted(p for p in current if p not in held)
-    todo = [(i, p, s) for i, (p, s) in enumerate(zip(paths, sha256)) if p in now]
-    with ProcessPoolExecutor(max(1, workers), mp_context=mp_context("forkserver")) as pool:
-        futures = [pool.submit(_check, dataset, images_dir, i, p, s) for i, p, s in todo]
-        for fut in futures:
-            kind, what = fut.result()
-            if kind != "ok":
-                getattr(report, kind).append(what)
-    report.checked = len(todo)
-    return report
+    # Every part file of a virtual dataset there and whole, or a one-line error; and one snapshot
+    # for every worker, whatever a rerun publishes meanwhile.
+    snapshot = Snapshot(dataset)
+    try:
+        with snapshot.h5() as f:
+            paths, sha256, _ = read_listing(f)
+            skipped = {p for p, _ in skipped_of(f)}
+            geometry = stored_geometry(f)
+        report = Report()
+        now = set(current)
+        report.missing = [p for p in paths if p not in now]
+        held = set(paths) | skipped
+        report.extra = sorted(p for p in current if p not in held)
+        todo = [(i, p, s) for i, (p, s) in enumerate(zip(paths, sha256)) if p in now]
+        pool = ProcessPoolExecutor(max(1, workers), mp_context=mp_context("forkserver"), initializer=_start, initargs=(snapshot, geometry))
+        with pool:
+            futures = [pool.submit(_check, images_dir, i, p, s) for i, p, s in todo]
+            for fut in futures:
+                kind, what = fut.result()
+                if kind != "ok":
+                    getattr(report, kind).append(what)
+        report.checked = len(todo)
+        return report
+    finally:
+        snapshot.close()
 
 
 def verify_or_fail(dataset: str, images_dir: str, current: list[str], workers: int = 1) -> Report:

@@ -89,6 +89,8 @@ def workdir(tmp_path) -> Path:
 def read_dataset(path: Path) -> dict:
     import h5py
 
+    from imgshard.gather import skipped_of
+
     with h5py.File(path, "r") as f:
         return {
             "images": f["images"][()],
@@ -97,8 +99,57 @@ def read_dataset(path: Path) -> dict:
             "original_size": f["original_size"][()],
             "attrs": dict(f.attrs),
             "virtual": f["images"].is_virtual,
+            "skipped": skipped_of(f),
         }
 
 
 def reference_pixels(images_dir: Path, rel: str) -> np.ndarray:
     return cv2.imread(str(images_dir / rel), cv2.IMREAD_COLOR_RGB)
+
+
+def read_shard(path: Path) -> dict:
+    """A shard as its index lists it: images (and masks) read from the part and row of each, in list order."""
+    import h5py
+
+    from imgshard.index import read_index
+
+    index = read_index(str(path))
+    folder = Path(path).parent
+    parts = [h5py.File(folder / p, "r") for p in index.parts]
+    try:
+        n = len(index)
+        first = parts[0] if parts else None
+        images = np.stack([parts[p]["images"][r] for p, r in zip(index.part, index.row)]) if n else np.zeros((0,))
+        masks = np.stack([parts[p]["masks"][r] for p, r in zip(index.part, index.row)]) if n and "masks" in first else None
+        return {
+            "images": images,
+            "masks": masks,
+            "labels": index.labels,
+            "paths": index.paths,
+            "sha256": index.sha256,
+            "original_size": index.sizes,
+            "skipped": index.skipped,
+            "index": index,
+            "chunks": first["images"].chunks if first is not None else None,
+        }
+    finally:
+        for f in parts:
+            f.close()
+
+
+def build_with_package(root: Path, images: Path, groups: list[list[str]], mode: str = "virtual", shape=(48, 64), **shard_args) -> Path:
+    """A dataset built by the package's own steps, no Snakemake: each group of relative paths a shard, then gather and publish."""
+    from imgshard.build import decode_shard
+    from imgshard.geometry import Geometry
+    from imgshard.publish import gather_and_publish
+
+    out = root / "results/dataset.h5"
+    shards = []
+    for k, group in enumerate(groups):
+        index = root / "results/dataset.shards" / f"shard-{k:03d}.h5"
+        index.parent.mkdir(parents=True, exist_ok=True)
+        decode_shard([str(images / r) for r in group], group, str(index), Geometry(*shape), shard=k, workers=1, **shard_args)
+        shards.append(str(index))
+    compression = shard_args.get("compression", "none")
+    gather_and_publish(shards, str(out), shape, mode=mode, compression=compression)
+    return out

@@ -12,7 +12,9 @@ import h5py
 import numpy as np
 import pytest
 
+import imgshard
 from imgshard.figures import PALETTE
+from imgshard.index import read_index
 from tests.conftest import REPO, config_args, make_images
 from tests.test_labels import CLASSES, random_masks, write_clouds_csv
 
@@ -56,7 +58,7 @@ def built(venv, tmp_path_factory):
 def test_the_package_imports_from_anywhere(venv, tmp_path):
     proc = run([venv / "python", "-c", "import imgshard; print(imgshard.__file__, imgshard.H5ImageDataset, imgshard.batches)"], cwd=tmp_path)
     assert str(venv.parent) in proc.stdout and str(REPO) not in proc.stdout
-    assert run([venv / "imgshard", "--version"], cwd=tmp_path).stdout.strip() == "imgshard 0.1.0"
+    assert run([venv / "imgshard", "--version"], cwd=tmp_path).stdout.strip() == f"imgshard {imgshard.__version__}"
 
 
 def test_report_works_with_the_runtime_requirements_alone(built, venv):
@@ -71,24 +73,31 @@ def test_info_tells_count_shape_shards_classes_skipped_and_config(built, venv, t
     dataset, root, truth, _ = built
     out = run([venv / "imgshard", "info", dataset], cwd=tmp_path).stdout
     assert "images: 7 of 48x64x3 uint8 (RGB)" in out
-    assert "gather: virtual, over 2 shard files, all reachable" in out
+    assert "gather: virtual, over 2 part files, all readable" in out
     present = [sum(bool(truth[r][..., k].any()) for r in truth if r != "broken.jpg") for k in range(len(CLASSES))]
     assert "masks (images with each class): " + ", ".join(f"{c} {n}" for c, n in zip(CLASSES, present)) in out
     assert "skipped: 1\n  broken.jpg: not a decodable image" in out
     assert '  on_error: "skip"' in out and f'  images_dir: "{root / "images"}"' in out
 
 
-def test_info_fails_when_a_shard_file_is_missing(built, venv, tmp_path):
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_info_fails_when_a_part_file_is_missing_or_damaged(built, venv, tmp_path, damage):
     dataset, _, _, _ = built
-    shard = dataset.parent / "dataset.shards/shard-001.h5"
-    shard.rename(tmp_path / "away.h5")
+    part = dataset.parent / "dataset.shards" / read_index(str(dataset.parent / "dataset.shards/shard-001.h5")).parts[0]
+    data = part.read_bytes()
+    part.rename(tmp_path / "away.h5")
+    if damage == "truncated":  # a copy cut short
+        part.write_bytes(data[: len(data) * 2 // 3])
     try:
         proc = run([venv / "imgshard", "info", dataset], cwd=tmp_path, check=False)
     finally:
-        (tmp_path / "away.h5").rename(shard)
+        (tmp_path / "away.h5").replace(part)
     assert proc.returncode == 1
-    assert "1 MISSING (they would read as zeros): dataset.shards/shard-001.h5" in proc.stdout
-    assert proc.stderr.strip() == f"imgshard: {dataset}: 1 shard files of its virtual dataset are missing"
+    assert "gather: virtual, over 2 part files, 1 MISSING OR DAMAGED (they would read as zeros)" in proc.stdout
+    assert f"  {part}: " in proc.stdout and ("is missing" if damage == "missing" else "truncated") in proc.stdout
+    assert proc.stderr.strip() == (
+        f"imgshard: {dataset}: 1 part files of its virtual dataset are missing or damaged: rebuild it (snakemake --cores N)"
+    )
 
 
 def test_show_draws_the_chosen_images_with_masks_outlined(built, venv, tmp_path):

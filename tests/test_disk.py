@@ -6,12 +6,14 @@ The small disk is a real tmpfs the test mounts, so these run as root (CI does).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from imgshard import shm
+from imgshard.index import read_index
 from tests.conftest import REPO, jobs_run, make_images, snakemake
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
@@ -58,13 +60,15 @@ def test_a_disk_that_fills_anyway_is_one_line_naming_the_file_and_leaves_nothing
     failures = [ln for ln in proc.stdout.splitlines() if ln.startswith("imgshard: ")]
     assert failures, proc.stdout[-3000:]
     for line in failures:
-        # The shard file, or (two jobs run side by side) the stats file of a shard whose HDF5 file just fit.
-        assert "dataset.shards/shard-00" in line and (".h5: disk full" in line and "free" in line or ".json: disk full" in line), line
+        # The part file, or (two jobs run side by side) the index or stats file of a shard whose part just fit.
+        assert re.search(r"dataset\.shards/(parts/00\d-[0-9a-f]{12}\.h5|shard-00\d\.(h5|json)): disk full", line), line
+        assert "free" in line or ".json" in line, line
     assert "Traceback" not in proc.stdout and "unexpected error" not in proc.stdout
     # At most one shard fits: whatever failed left no temporary file and no half-written shard.
     assert [f for f in leftovers(small_disk) if ".tmp-" in f] == []
-    # (previous/ holds a second name of a finished shard file, not a copy)
-    assert len({(small_disk / f).stat().st_ino for f in leftovers(small_disk) if f.endswith(".h5")}) <= 1
+    # Whatever part is there, a finished index names it: nothing half-written to trust.
+    named = {p for index in (small_disk / "dataset.shards").glob("shard-*.h5") for p in read_index(str(index)).parts}
+    assert {f.removeprefix("dataset.shards/") for f in leftovers(small_disk) if "/parts/" in f} <= named
     assert not (small_disk / "dataset.h5").exists()
 
 
@@ -93,7 +97,6 @@ def test_hdf5_running_into_a_full_disk_is_one_line_and_no_crash(small_disk, tmp_
 
     The job must end with its one line and status 1, not a segfault, and keep nothing.
     """
-    out = small_disk / "shard-000.h5"
     proc = run_as_job(
         tmp_path / "job.log",
         f"""
@@ -101,17 +104,17 @@ write.SPACE_MARGIN = -(1 << 40)  # the check looks away, as if the disk filled a
 
 
 def fill():
-    writer = write.ShardWriter({str(out)!r}, 100, (120, 160), "none")
+    writer = write.PartWriter({str(small_disk)!r}, "000", 100, (120, 160), "none")
     try:
         writer.write(np.ones((100, 120, 160, 3), np.uint8), [(i, i) for i in range(100)])
-        writer.finish([f"{{i}}.jpg" for i in range(100)], ["0" * 64] * 100, np.zeros((100, 2)), [], {{}})
+        writer.finish()
     except BaseException:
         writer.abort()
         raise
 """,
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert proc.stderr.strip().startswith(f"imgshard: {out}: disk full (No space left on device), ")
+    assert re.match(rf"imgshard: {small_disk}/parts/000-[0-9a-f]{{12}}\.h5: disk full \(No space left on device\), ", proc.stderr.strip())
     assert proc.stderr.strip().endswith(" free; nothing of it was kept")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert leftovers(small_disk) == []
@@ -124,12 +127,12 @@ def test_a_disk_that_fills_before_an_abandoned_shard_file_closes_is_one_line(sma
     full disk, and fails: it must still be the one line that names the file,
     and leave nothing behind.
     """
-    out, log = small_disk / "shard-001.h5", tmp_path / "job.log"
+    log = tmp_path / "job.log"
     proc = run_as_job(
         log,
         f"""
 def fill():
-    writer = write.ShardWriter({str(out)!r}, 20, (120, 160), "none")
+    writer = write.PartWriter({str(small_disk)!r}, "001", 20, (120, 160), "none")
     try:
         writer.write(np.ones((4, 120, 160, 3), np.uint8), [(i, i) for i in range(4)])
         with open({str(small_disk / "other")!r}, "wb") as other:  # another process takes what is left
@@ -141,7 +144,7 @@ def fill():
 """,
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert proc.stderr.strip().startswith(f"imgshard: {out}: disk full"), proc.stderr[-2000:] + log.read_text()[-2000:]
+    assert re.match(rf"imgshard: {small_disk}/parts/001-[0-9a-f]{{12}}\.h5: disk full", proc.stderr.strip()), proc.stderr[-2000:] + log.read_text()[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1
     assert leftovers(small_disk) == ["other"]
 

@@ -11,7 +11,7 @@ from imgshard.build import decode_shard
 from imgshard.errors import ImgshardError
 from imgshard.geometry import Geometry, box_reduce, reduced_size
 from imgshard.header import header_of
-from tests.conftest import make_images, read_dataset, reference_pixels, snakemake
+from tests.conftest import make_images, read_dataset, read_shard, reference_pixels, snakemake
 from tests.images import broken_files, every_format, exif_rotated_jpeg, exif_rotated_webp, png_with_size, smooth_rgb, write
 
 import cv2
@@ -20,8 +20,8 @@ import cv2
 def decode_one(path, geometry, tmp_path, **kw):
     out = tmp_path / f"{path.name}.h5"
     decode_shard([str(path)], [path.name], str(out), geometry, workers=1, **kw)
-    with h5py.File(out) as f:
-        return f["images"][0], tuple(f["original_size"][0])
+    shard = read_shard(out)
+    return shard["images"][0], tuple(shard["original_size"][0])
 
 
 FORMATS = [
@@ -112,8 +112,7 @@ def test_on_error_skip_keeps_exactly_the_good_images(broken, workdir):
     assert sorted(ds["paths"]) == sorted(good)
     for i, rel in enumerate(ds["paths"]):
         np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel))
-    with h5py.File(workdir / "results/dataset.h5") as f:
-        skipped = dict(zip(f["skipped/paths"].asstr()[()], f["skipped/reasons"].asstr()[()]))
+    skipped = dict(read_dataset(workdir / "results/dataset.h5")["skipped"])
     assert set(skipped) == {p.name for p, _ in broken.values()}
     for path, reason in broken.values():
         assert reason in skipped[path.name]
@@ -173,14 +172,14 @@ def test_one_worker_resizing_image_after_image_stores_each_as_decoded_alone(form
     result = decode_shard([str(p) for p in files], [p.name for p in files], str(tmp_path / "s.h5"), geometry, workers=1, on_error="skip")
     assert [p for p, _ in result.skipped] == ["bad.png"]
     assert [geometry.reduction(header_of(str(p)).size) for p in files[:3]] == [4, 2, 2]
-    with h5py.File(tmp_path / "s.h5") as f:
-        for i, path in enumerate(files[:-1]):
-            header = header_of(str(path))
-            factor = geometry.reduction(header.size) if header.kind == "jpeg" else 1
-            alone = cv2.imread(str(path), REDUCED_RGB[factor])
-            expected = np.empty((24, 32, 3), np.uint8)
-            geometry.place(alone, expected, tuple(f["original_size"][i]))
-            np.testing.assert_array_equal(f["images"][i], expected, err_msg=path.name)
+    f = read_shard(tmp_path / "s.h5")
+    for i, path in enumerate(files[:-1]):
+        header = header_of(str(path))
+        factor = geometry.reduction(header.size) if header.kind == "jpeg" else 1
+        alone = cv2.imread(str(path), REDUCED_RGB[factor])
+        expected = np.empty((24, 32, 3), np.uint8)
+        geometry.place(alone, expected, tuple(f["original_size"][i]))
+        np.testing.assert_array_equal(f["images"][i], expected, err_msg=path.name)
 
 
 @pytest.mark.parametrize("kind", ["jpeg", "progressive jpeg", "grayscale jpeg", "cmyk jpeg", "odd size"])
@@ -360,9 +359,9 @@ def test_small_dev_shm_shrinks_the_batches(tmp_path, monkeypatch):
         [str(tmp_path / r) for r in rels], rels, str(tmp_path / "s.h5"), Geometry(256, 256), workers=2, shm_budget_mb=1024
     )
     assert (result.buffers, result.buffer_rows) == (2, 2)
-    with h5py.File(tmp_path / "s.h5") as f:
-        for i, rel in enumerate(rels):
-            np.testing.assert_array_equal(f["images"][i], reference_pixels(tmp_path, rel))
+    f = read_shard(tmp_path / "s.h5")
+    for i, rel in enumerate(rels):
+        np.testing.assert_array_equal(f["images"][i], reference_pixels(tmp_path, rel))
 
 
 def test_jobs_side_by_side_share_the_shm_budget(tmp_path, workdir):
@@ -372,7 +371,7 @@ def test_jobs_side_by_side_share_the_shm_budget(tmp_path, workdir):
     snakemake(workdir, images_dir=images, shards=2, shm_budget_mb=2)  # --cores 2, workers auto: 1 a job
     logs = [p.read_text() for p in sorted((workdir / "logs/decode_shard/dataset").glob("*.log"))]
     # 1 MB each: two buffers of two rows (the whole 2 MB would give 5 rows each)
-    assert len(logs) == 2 and all("(1 workers, 2 x 2-image buffers)" in log for log in logs)
+    assert len(logs) == 2 and all("(1 workers, 2 x 2-image buffers; a fresh part)" in log for log in logs)
     ds = read_dataset(workdir / "results/dataset.h5")
     for i, rel in enumerate(ds["paths"]):
         np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel), err_msg=rel)

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from imgshard.index import read_index
 from imgshard.shard import shard_of
 from tests.conftest import jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
 
@@ -108,7 +109,7 @@ def assert_same_as_fresh_build(tmp_path, images, ds, shards=SHARDS, name="fresh"
 
 @pytest.fixture
 def two_shards(tmp_path):
-    """24 images built in 2 shards: (images, work, shard folder, shard 0's images sorted, shard 0's inode)."""
+    """24 images built in 2 shards: (images, work, shard folder, shard 0's images sorted)."""
     images = tmp_path / "images"
     rels = make_images(images, 24)
     work = tmp_path / "work"
@@ -116,7 +117,18 @@ def two_shards(tmp_path):
     snakemake(work, images_dir=images, shards=2)
     shards = work / "results/dataset.shards"
     in_shard_0 = sorted(r for r in rels if shard_of(r, 2) == 0)
-    return images, work, shards, in_shard_0, os.stat(shards / "previous/shard-000.h5").st_ino
+    return images, work, shards, in_shard_0
+
+
+def parts_of(shards, shard: int = 0) -> list[tuple[str, int]]:
+    """(part file, rows) of each part the shard's index names, in its order."""
+    index = read_index(str(shards / f"shard-{shard:03d}.h5"))
+    return list(zip(index.parts, index.part_rows))
+
+
+def part_files(shards) -> dict[str, tuple[int, int, int]]:
+    """Every part file there: (inode, size, mtime_ns), to tell that none was ever written again."""
+    return {p.name: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in (shards / "parts").glob("*.h5")}
 
 
 @pytest.mark.parametrize("change", ["changed", "added", "removed", "touched"])
@@ -168,68 +180,68 @@ def test_previous_files_are_links_to_the_shard_files_not_copies(built):
 
 
 @pytest.mark.parametrize("changed", [1, 5])
-def test_few_changed_rows_are_written_over_the_previous_file(tmp_path, two_shards, changed):
-    """One changed image of a shard's eight: its row is overwritten in the previous file (the same
-    inode becomes the new shard file); five of eight: a new file with the other rows copied."""
-    images, work, shards, in_shard_0, inode = two_shards
+def test_few_changed_images_go_into_a_small_part_many_into_a_fresh_one(tmp_path, two_shards, changed):
+    """One changed image of a shard's eight: a part of one row beside the untouched first part; five of
+    eight: one fresh part with every row, the unchanged ones copied. No part file is ever written twice."""
+    images, work, shards, in_shard_0 = two_shards
+    (base, rows), = parts_of(shards)
+    before = part_files(shards)
     for k, rel in enumerate(in_shard_0[:changed]):
         write_image(images / rel, seed=9000 + k)
     snakemake(work, images_dir=images, shards=2)
     log = (work / "logs/decode_shard/dataset/000.log").read_text()
     assert f"{len(in_shard_0)} images ({len(in_shard_0) - changed} reused)" in log
-    same_file = os.stat(shards / "shard-000.h5").st_ino == inode
-    assert same_file == (changed == 1) and ("(in place)" in log) == (changed == 1)
+    now = parts_of(shards)
+    if changed == 1:
+        assert now[0] == (base, rows) and len(now) == 2 and now[1][1] == 1
+    else:
+        assert len(now) == 1 and now[0][0] != base and now[0][1] == len(in_shard_0)
+    after = part_files(shards)
+    assert all(after[name] == stat for name, stat in before.items() if name in after)
     assert os.path.samefile(shards / "shard-000.h5", shards / "previous/shard-000.h5")
-    assert not list(shards.glob("*.tmp-*")) and not list((shards / "previous").glob("*.tmp-*"))
+    assert not list(shards.rglob("*.tmp-*"))
     assert_same_as_fresh_build(tmp_path, images, read_dataset(work / "results/dataset.h5"), shards=2)
 
 
-def test_added_and_removed_images_go_in_place_into_free_rows(tmp_path, two_shards):
-    """Added and removed images of a shard change its file in place: an added one takes a
-    row an image left (zeroed when it left) or a new row at the end, and the dataset still
-    lists the images as a fresh build does, virtual or copied."""
-    import h5py
+def test_added_and_removed_images_write_only_what_is_new(tmp_path, two_shards):
+    """An added image goes into a part of its own, a removed one writes no pixel at all; once
+    MAX_DELTAS small parts pile up, the next one takes in their rows; the dataset always lists the
+    images as a fresh build does, virtual or copied."""
+    from imgshard.reuse import MAX_DELTAS
 
-    images, work, shards, in_shard_0, inode = two_shards
-    news = [f"new{k:03d}.jpg" for k in range(200) if shard_of(f"new{k:03d}.jpg", 2) == 0][:2]
+    images, work, shards, in_shard_0 = two_shards
+    news = [f"new{k:03d}.jpg" for k in range(400) if shard_of(f"new{k:03d}.jpg", 2) == 0][: MAX_DELTAS + 1]
+    (base, rows), = parts_of(shards)
 
-    def step(gather="virtual"):
+    def step(gather="virtual", compare=False):
         snakemake(work, images_dir=images, shards=2, gather=gather)
-        log = (work / "logs/decode_shard/dataset/000.log").read_text()
-        assert "(in place)" in log and os.stat(shards / "shard-000.h5").st_ino == inode
-        with h5py.File(shards / "shard-000.h5", "r") as f:
-            return dict(zip(f["paths"].asstr()[()], f["slots"][()].tolist())), f["images"][()]
+        if compare:
+            ds = read_dataset(work / "results/dataset.h5")
+            assert_same_as_fresh_build(tmp_path, images, ds, shards=2, name=f"fresh-{gather}", gather=gather)
+        return parts_of(shards)
 
-    n = len(in_shard_0)
-    write_image(images / news[0], seed=501)  # added: no free row yet, so one at the end
-    slots, rows = step()
-    assert slots[news[0]] == n and len(rows) == n + 1
-    gone = in_shard_0[3]
-    os.unlink(images / gone)  # removed: its row is zeroed and left free
-    slots, rows = step()
-    assert gone not in slots and not rows[3].any() and sorted(slots.values()) == [r for r in range(n + 1) if r != 3]
-    write_image(images / news[1], seed=502)  # added and changed: into the rows the removed
-    write_image(images / in_shard_0[5], seed=503)  # image and the changed one's old pixels leave
-    slots, rows = step(gather="copy")
-    assert {slots[news[1]], slots[in_shard_0[5]]} == {3, 5} and len(rows) == n + 1
-    for k, rel in enumerate(in_shard_0[4:]):  # many changed: a fresh file, its unchanged rows copied from their slots
-        write_image(images / rel, seed=600 + k)
-    snakemake(work, images_dir=images, shards=2)
-    assert os.stat(shards / "shard-000.h5").st_ino != inode
-    for gather in ("copy", "virtual"):
-        snakemake(work, images_dir=images, shards=2, gather=gather)
-        ds = read_dataset(work / "results/dataset.h5")
-        assert_same_as_fresh_build(tmp_path, images, ds, shards=2, name=f"fresh-{gather}", gather=gather)
+    write_image(images / news[0], seed=501)  # added: one row of its own
+    assert step() == [(base, rows), (parts_of(shards)[1][0], 1)]
+    os.unlink(images / in_shard_0[3])  # removed: the index drops it, no part is written
+    before = parts_of(shards)
+    assert step(gather="copy", compare=True) == before
+    for k, new in enumerate(news[1:MAX_DELTAS]):  # more small parts, up to MAX_DELTAS of them
+        write_image(images / new, seed=510 + k)
+        now = step()
+    assert len(now) == 1 + MAX_DELTAS and now[0] == (base, rows)
+    write_image(images / news[MAX_DELTAS], seed=520)  # one more: the small parts' rows merge into the new one
+    now = step(compare=True)
+    assert now[0] == (base, rows) and len(now) == 2 and now[1][1] == MAX_DELTAS + 1
 
 
-def test_many_removed_images_make_a_fresh_file_without_empty_rows(two_shards):
-    """More than a quarter of a shard's rows left empty: a fresh file in list order instead."""
-    import h5py
-
-    images, work, shards, in_shard_0, inode = two_shards
+def test_many_removed_images_make_a_fresh_part_without_dead_rows(two_shards):
+    """More than a quarter of a shard's rows no longer used: a fresh part in list order instead."""
+    images, work, shards, in_shard_0 = two_shards
+    (base, _), = parts_of(shards)
     for rel in in_shard_0[: len(in_shard_0) // 2]:
         os.unlink(images / rel)
     snakemake(work, images_dir=images, shards=2)
-    assert os.stat(shards / "shard-000.h5").st_ino != inode
-    with h5py.File(shards / "shard-000.h5", "r") as f:
-        assert f["slots"][()].tolist() == list(range(len(in_shard_0) - len(in_shard_0) // 2)) == list(range(len(f["images"])))
+    left = len(in_shard_0) - len(in_shard_0) // 2
+    (part, rows), = parts_of(shards)
+    assert part != base and rows == left
+    assert read_index(str(shards / "shard-000.h5")).row.tolist() == list(range(left))

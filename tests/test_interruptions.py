@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from imgshard import shm
-from tests.conftest import REPO, SNAKEMAKE, config_args, read_dataset, reference_pixels, snakemake
+from tests.conftest import REPO, SNAKEMAKE, config_args, read_dataset, read_shard, reference_pixels, snakemake
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_signal_leaves_no_half_written_file_and_no_shared_memory(slow_images, wo
         assert "interrupted by" in (workdir / "logs/decode_shard/dataset/000.log").read_text()
         assert not shard.exists()
     elif shard.exists():  # finished before snakemake stopped: it must be whole
-        assert len(read_dataset(shard)["paths"]) == 40
+        assert len(read_shard(shard)["paths"]) == 40
 
     snakemake(workdir, "--rerun-incomplete", images_dir=slow_images, shards=1, workers=1)
     ds = read_dataset(workdir / "results/dataset.h5")

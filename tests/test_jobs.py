@@ -6,10 +6,8 @@ import os
 import subprocess
 import time
 
-import h5py
-
 from imgshard.jobs import INLINE_MAX, SPILL_MAX_AGE_DAYS, job_argument, job_from_argv, prune_spilled
-from tests.conftest import jobs_run, make_images, snakemake, write_image
+from tests.conftest import jobs_run, make_images, read_dataset, snakemake, write_image
 
 SETTINGS = {"shard": 3, "pixels": {"shape": [48, 64], "resize": None}, "labels": None}
 
@@ -65,9 +63,8 @@ def test_gather_with_more_left_out_images_than_a_command_line_holds(tmp_path, wo
     _age(spill / "old.json", SPILL_MAX_AGE_DAYS + 1)
     (spill / "recent.json").write_text("{}")
     snakemake(workdir, images_dir=images, labels=csv, on_error="skip", shards=2)
-    with h5py.File(workdir / "results/dataset.h5") as f:
-        assert sorted(f["paths"].asstr()[()]) == sorted(labelled)
-        assert len(f["skipped/paths"]) == 1200
+    ds = read_dataset(workdir / "results/dataset.h5")
+    assert sorted(ds["paths"]) == sorted(labelled) and len(ds["skipped"]) == 1200
     (job_file,) = set(os.listdir(spill)) - {"recent.json"}
     assert "old.json" not in os.listdir(spill)
     # A week later the gather's own file is as old, but the next run refers to it: kept.

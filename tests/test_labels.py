@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from imgshard import H5ImageDataset
+from imgshard.index import read_index
 from imgshard.labels import rle_decode, rle_encode
 from imgshard.shard import shard_of
 from tests.conftest import jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
@@ -135,8 +136,7 @@ def test_with_skip_an_unlabelled_image_is_left_out_and_recorded(clouds, workdir)
     assert "warning: labels" in proc.stdout and "(first: gone.jpg)" in proc.stdout
     ds = read_dataset(workdir / "results/dataset.h5")
     assert sorted(ds["paths"]) == sorted(truth)
-    with h5py.File(workdir / "results/dataset.h5") as f:
-        skipped = dict(zip(f["skipped/paths"].asstr()[()], f["skipped/reasons"].asstr()[()]))
+    skipped = dict(read_dataset(workdir / "results/dataset.h5")["skipped"])
     assert skipped == {"extra/sub/img0000.jpg": f"no row in labels {csv}"}
 
 
@@ -198,9 +198,9 @@ def test_a_relabelled_image_gets_new_masks_and_the_others_keep_theirs(clouds, wo
     assert list(counts) == [sum(bool(m[..., k].any()) for m in truth.values()) for k in range(len(CLASSES))]
 
 
-def test_masks_follow_their_images_into_freed_rows(clouds, workdir):
-    """An image removed and another added, in place: the new image's masks take the freed
-    row with its pixels, and every image still reads back with its own masks."""
+def test_masks_follow_their_images_into_a_new_part(clouds, workdir):
+    """An image removed and another added: the new image's masks go into a part of their own with its
+    pixels, and every image still reads back with its own masks and class counts."""
     images, csv, truth = clouds
     snakemake(workdir, images_dir=images, labels=csv, shards=1)
     gone = sorted(truth)[2]
@@ -213,9 +213,10 @@ def test_masks_follow_their_images_into_freed_rows(clouds, workdir):
     write_clouds_csv(csv, truth)
     snakemake(workdir, images_dir=images, labels=csv, shards=1)
     log = (workdir / "logs/decode_shard/dataset/000.log").read_text()
-    assert "(in place)" in log and "9 images (8 reused)" in log
-    with h5py.File(workdir / "results/dataset.shards/shard-000.h5", "r") as f:
-        assert f["slots"][list(f["paths"].asstr()[()]).index("zz_new.jpg")] == 2
+    assert "9 images (8 reused)" in log and "a part of 1 rows" in log
+    index = read_index(str(workdir / "results/dataset.shards/shard-000.h5"))
+    new = index.paths.index("zz_new.jpg")
+    assert len(index.parts) == 2 and (index.part[new], index.row[new]) == (1, 0)
     with h5py.File(workdir / "results/dataset.h5", "r") as f:
         paths = list(f["paths"].asstr()[()])
         assert paths == sorted(truth)

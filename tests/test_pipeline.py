@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from imgshard.index import read_index
 from imgshard.shard import shard_of
 from tests.conftest import REPO, jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
 
@@ -74,12 +75,18 @@ def test_runs_from_another_directory_with_relative_config_paths(tmp_path):
     assert sorted(p.name for p in (run / "out/ds.shards").iterdir()) == [
         "manifest-000.tsv",
         "manifest-001.tsv",
+        "parts",
         "previous",
         "shard-000.h5",
         "shard-000.json",
         "shard-001.h5",
         "shard-001.json",
+        "snapshots",
     ]
+    # the dataset is a second name of the one snapshot, whose rows are in the two parts
+    assert len(list((run / "out/ds.shards/parts").iterdir())) == 2
+    (snapshot,) = (run / "out/ds.shards/snapshots").iterdir()
+    assert os.path.samefile(snapshot, run / "out/ds.h5")
     assert (run / "out/ds.stats.json").is_file()
     assert (run / "logs/gather/ds.log").is_file() and (run / ".snakemake").is_dir()
     assert not (REPO / "out").exists()
@@ -130,7 +137,8 @@ def test_stats_sum_the_shards_stats(tmp_path, workdir):
     assert stats["totals"]["source_bytes"] == sum(p.stat().st_size for p in images.rglob("*.jpg"))
     for s in stats["shards"]:
         assert set(s["timings"]) == {"startup", "decode_wait", "write", "total"}
-        assert s["shard_bytes"] == (workdir / f"results/dataset.shards/shard-{s['shard']:03d}.h5").stat().st_size
+        parts = read_index(str(workdir / f"results/dataset.shards/shard-{s['shard']:03d}.h5")).parts
+        assert s["shard_bytes"] == sum((workdir / "results/dataset.shards" / p).stat().st_size for p in parts) > 0
 
 
 def test_heaviest_shards_start_first(tmp_path, workdir):

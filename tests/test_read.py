@@ -1,19 +1,18 @@
-"""Reading the dataset back: H5ImageDataset in a real DataLoader, and the NumPy batch iterator."""
+"""Reading the dataset back: H5ImageDataset in a real DataLoader, batches(), and what a reader refuses."""
 
 from __future__ import annotations
 
 import pickle
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
-from imgshard import H5ImageDataset, ImgshardError, batches
-from imgshard.build import decode_shard
-from imgshard.gather import gather
-from imgshard.geometry import Geometry
-from tests.conftest import REPO, make_images, reference_pixels
+from imgshard import H5ImageDataset, ImgshardError, batches, collate
+from tests.conftest import REPO, build_with_package, make_images, reference_pixels
 
 
 @pytest.fixture(scope="module", params=["virtual", "copy"])
@@ -21,13 +20,7 @@ def dataset(request, tmp_path_factory):
     """A 10-image dataset in both gather modes, built by the package's own steps."""
     root = tmp_path_factory.mktemp(request.param)
     rels = make_images(root / "images", 10)
-    shards = []
-    for k, part in enumerate((rels[:6], rels[6:])):
-        out = root / "results/dataset.shards" / f"shard-{k:03d}.h5"
-        decode_shard([str(root / "images" / r) for r in part], part, str(out), Geometry(48, 64), workers=1)
-        shards.append(str(out))
-    path = root / "results/dataset.h5"
-    gather(shards, str(path), (48, 64), mode=request.param)
+    path = build_with_package(root, root / "images", [rels[:6], rels[6:]], mode=request.param)
     return path, root / "images", rels
 
 
@@ -44,37 +37,40 @@ def test_dataset_items_are_the_stored_images(dataset):
 
 
 def test_transform_sees_each_item(dataset):
-    path, _, _ = dataset
-    ds = H5ImageDataset(path, transform=lambda image: image.mean())
-    assert isinstance(ds[0], np.floating)
+    path, images, rels = dataset
+    ds = H5ImageDataset(path, transform=lambda image: float(image.mean()))
+    assert ds[3] == pytest.approx(reference_pixels(images, rels[3]).mean())
 
 
 def test_dataset_opened_in_the_parent_still_pickles_and_reopens(dataset):
     path, _, _ = dataset
     ds = H5ImageDataset(path)
-    first = ds[0]  # opens the file in this process
+    first = ds[0]  # opens the files in this process
     clone = pickle.loads(pickle.dumps(ds))
-    assert clone._file is None
+    assert clone.snapshot._fds is None and clone.snapshot._fd is None
     np.testing.assert_array_equal(clone[0], first)
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
-def test_dataloader_with_two_workers(dataset, start_method):
-    torch = pytest.importorskip("torch")
+@pytest.mark.parametrize("batched", [True, False], ids=["collate", "default-collate"])
+def test_dataloader_with_two_workers(dataset, start_method, batched):
     path, images, rels = dataset
     ds = H5ImageDataset(path)
-    ds[0]  # a handle open in the parent must not leak into forked workers
+    ds[0]  # files open in the parent must not leak into forked workers
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=3, num_workers=2, multiprocessing_context=start_method, shuffle=False
+        ds, batch_size=3, num_workers=2, multiprocessing_context=start_method, shuffle=False, collate_fn=collate if batched else None
     )
-    stacked = torch.cat(list(loader)).numpy()
+    got = list(loader)
+    stacked = torch.cat([b[0] if batched else b for b in got]).numpy()
+    if batched:
+        assert all(targets is None for _, targets in got)
     assert stacked.shape == (10, 48, 64, 3) and stacked.dtype == np.uint8
     for i, rel in enumerate(rels):
         np.testing.assert_array_equal(stacked[i], reference_pixels(images, rel))
 
 
 def test_importing_the_reader_does_not_import_torch():
-    code = "import sys, imgshard; from imgshard import H5ImageDataset, batches; print('torch' in sys.modules)"
+    code = "import sys, imgshard; from imgshard import H5ImageDataset, Loader, batches; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -93,20 +89,35 @@ def test_batches_cover_every_image_once(dataset, shuffle):
     assert (order != rels) == shuffle
 
 
-def test_batches_reuse_one_buffer_and_can_drop_the_last(dataset):
+def test_batches_reuse_a_ring_of_buffers_and_can_drop_the_last(dataset):
     path, _, _ = dataset
-    got = list(batches(path, batch_size=4, drop_last=True))
-    assert [len(b) for b, _ in got] == [4, 4]
-    assert np.shares_memory(got[0][0], got[1][0])
+    got = list(batches(path, batch_size=2, drop_last=False))
+    assert [len(b) for b, _ in got] == [2, 2, 2, 2, 2]
+    assert [len(b) for b, _ in batches(path, batch_size=4, drop_last=True)] == [4, 4]
+    # each batch is a view of the loader's ring (threads + 2 buffers): the same memory comes round again
+    ring = next(k for k in range(1, 5) if np.shares_memory(got[0][0], got[k][0]))
+    assert not np.shares_memory(got[0][0], got[1][0]) and ring >= 3
 
 
-def test_virtual_dataset_with_a_missing_shard_is_refused(tmp_path):
+def test_virtual_dataset_with_a_missing_part_is_refused(tmp_path):
     rels = make_images(tmp_path / "images", 3)
-    shard = tmp_path / "shards/shard-000.h5"
-    decode_shard([str(tmp_path / "images" / r) for r in rels], rels, str(shard), Geometry(48, 64), workers=1)
-    gather([str(shard)], str(tmp_path / "ds.h5"), (48, 64))
-    shard.unlink()
-    with pytest.raises(ImgshardError, match=r"shard file 'shards/shard-000.h5' of its virtual dataset is missing"):
-        H5ImageDataset(tmp_path / "ds.h5")
+    path = build_with_package(tmp_path, tmp_path / "images", [rels])
+    shutil.rmtree(tmp_path / "results/dataset.shards/parts")
+    with pytest.raises(ImgshardError, match=r"parts/000-\w+\.h5: part file of the virtual dataset is missing \(it would read as zeros\)"):
+        H5ImageDataset(path)
     with pytest.raises(ImgshardError, match="is missing"):
-        next(batches(tmp_path / "ds.h5", 2))
+        next(batches(path, 2))
+
+
+def test_a_reader_opened_before_the_shard_folder_was_deleted_never_reads_zeros(tmp_path):
+    """The user deletes dataset.shards/: a reader that holds the snapshot still reads its rows (its
+    files stay open); a process that opens the parts only now gets a clear error, never zeros."""
+    rels = make_images(tmp_path / "images", 4)
+    path = build_with_package(tmp_path, tmp_path / "images", [rels])
+    ds = H5ImageDataset(path)
+    ds[0]  # this process has the part open now
+    shutil.rmtree(tmp_path / "results/dataset.shards")
+    np.testing.assert_array_equal(ds[2], reference_pixels(tmp_path / "images", rels[2]))
+    clone = pickle.loads(pickle.dumps(ds))  # as a spawned DataLoader worker gets it
+    with pytest.raises(ImgshardError, match=r"the snapshot this reader opened .* is gone; open the dataset again"):
+        clone[0]

@@ -14,8 +14,10 @@ from imgshard.config import (
     shard_shm_mb,
     shard_workers,
 )
+from imgshard.index import FORMAT
 from imgshard.jobs import job_argument, prune_spilled
 from imgshard.plan import plan
+from imgshard.publish import regather_if_gone
 from imgshard.space import check_free_space
 
 try:
@@ -32,6 +34,8 @@ except ImgshardError as e:
 _first = next(iter(DATASETS.values()))
 RESULTS = os.path.join(os.path.dirname(_first.output), "")
 EXT = os.path.splitext(_first.output)[1]
+for _dataset in DATASETS.values():
+    regather_if_gone(_dataset.output, f"{_dataset.stem}.stats.json")
 WORKERS = resolve_workers(config["workers"])
 
 # A job's Python: this one's, as `script:` would pick it, unless the job runs in

@@ -24,6 +24,7 @@ rule decode_shard:
             on_error=get_setting("on_error"),
             labels=get_setting("labels"),
             labels_digest=get_labels_digest,
+            format=FORMAT,
         ),
         # None of these changes a pixel, and changing one reruns nothing.
         run=get_run(

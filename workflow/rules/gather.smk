@@ -1,11 +1,14 @@
-# The shard files into one dataset, and their stats files into one: a single
+# The shard indexes into one dataset, and their stats files into one: a single
 # job, so a rerun for one changed image starts one process here, not two.
+# The dataset (results/<dataset>.h5) is not a declared output: Snakemake would
+# delete it before the job runs, under any reader that has it open. The job
+# publishes a new snapshot of it in one atomic step instead (imgshard/publish.py);
+# regather_if_gone (common.smk) reruns the job when that file is gone.
 rule gather:
     input:
         shards=get_shard_files,
         stats=get_shard_stats,
     output:
-        dataset=f"{RESULTS}{{dataset}}{EXT}",
         stats=f"{RESULTS}{{dataset}}.stats.json",
     log:
         "logs/gather/{dataset}.log",
@@ -21,7 +24,9 @@ rule gather:
             # The dataset's own settings, recorded in the file: another dataset's never rerun it.
             config=lambda wildcards: get_dataset(wildcards).settings,
             left_out=get_left_out,
+            format=FORMAT,
         ),
+        dataset=lambda wildcards: get_dataset(wildcards).output,
         run=get_run("gather"),
     shell:
-        "{params.run} {params.job:q} log={log:q} out={output.dataset:q} stats={output.stats:q}"
+        "{params.run} {params.job:q} log={log:q} out={params.dataset:q} stats={output.stats:q}"

@@ -4,7 +4,6 @@
 # They cost seconds that a build, or a rerun for one changed image, need not pay.
 rule figures:
     input:
-        dataset=f"{RESULTS}{{dataset}}{EXT}",
         stats=f"{RESULTS}{{dataset}}.stats.json",
     output:
         contact_sheet=report(
@@ -32,8 +31,9 @@ rule figures:
     params:
         job=get_job(),
         run=get_run("figures"),
+        dataset=lambda wildcards: get_dataset(wildcards).output,
     shell:
-        "{params.run} {params.job:q} log={log:q} dataset={input.dataset:q} stats={input.stats:q}"
+        "{params.run} {params.job:q} log={log:q} dataset={params.dataset:q} stats={input.stats:q}"
         " contact_sheet={output.contact_sheet:q} throughput={output.throughput:q} table={output.table:q}"
 
 

@@ -1,0 +1,196 @@
+"""imgshard.Loader: exact permutations per epoch, DDP ranks, mid-epoch resume in a new process, aligned targets,
+compressed datasets, both gather modes, the ring of buffers, and moving to a newer snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from imgshard import ImgshardError, Loader
+from imgshard.labels import read_labels
+from tests.conftest import REPO, build_with_package, make_images, reference_pixels, write_image
+
+N = 23  # not a multiple of any batch size or world size below
+
+
+def fingerprint(image: np.ndarray) -> bytes:
+    return image.tobytes()
+
+
+@pytest.fixture(scope="module", params=["virtual", "copy"])
+def dataset(request, tmp_path_factory):
+    """23 images with class labels, in three shards; and which path each image's pixels are."""
+    root = tmp_path_factory.mktemp(request.param)
+    images = root / "images"
+    rels = make_images(images, N)
+    (root / "labels.csv").write_text("path,label\n" + "".join(f"{r},{['b', 'a', 'c'][i % 3]}\n" for i, r in enumerate(rels)))
+    labels = read_labels(str(root / "labels.csv"))
+    path = build_with_package(root, images, [rels[:10], rels[10:18], rels[18:]], mode=request.param, labels=labels)
+    which = {fingerprint(reference_pixels(images, r)): i for i, r in enumerate(rels)}
+    return path, which, [labels.rows[r][0] for r in rels]
+
+
+def rows_of(loader, which, labels) -> list[list[int]]:
+    """Each batch as the indices (into the image list) of its images, checking every label against its image."""
+    out = []
+    for images, targets in loader:
+        assert images.dtype == np.uint8 and images.shape[1:] == (48, 64, 3) and len(targets) == len(images)
+        batch = [which[fingerprint(image)] for image in images]
+        assert list(targets) == [labels[i] for i in batch]
+        out.append(batch)
+    return out
+
+
+def test_each_epoch_is_a_permutation_drawn_from_seed_and_epoch(dataset):
+    path, which, labels = dataset
+    with Loader(path, batch_size=5, shuffle=True, seed=7) as loader:
+        assert len(loader) == 5 and loader.classes == ["a", "b", "c"]
+        epochs = []
+        for epoch in range(3):
+            loader.set_epoch(epoch)
+            batches = rows_of(loader, which, labels)
+            assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
+            flat = [i for b in batches for i in b]
+            assert sorted(flat) == list(range(N))
+            epochs.append(flat)
+    assert epochs[0] != epochs[1] != epochs[2]
+    with Loader(path, batch_size=5, shuffle=True, seed=7) as again:
+        again.set_epoch(1)
+        assert [i for b in rows_of(again, which, labels) for i in b] == epochs[1]
+    with Loader(path, batch_size=5, shuffle=False, drop_last=True) as plain:
+        assert [i for b in rows_of(plain, which, labels) for i in b] == list(range(20))
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_ranks_are_disjoint_cover_the_epoch_and_take_as_many_batches(dataset, drop_last):
+    path, which, labels = dataset
+    world = 4
+    parts = []
+    for rank in range(world):
+        with Loader(path, batch_size=2, seed=3, rank=rank, world_size=world, drop_last=drop_last) as loader:
+            loader.set_epoch(2)
+            parts.append(rows_of(loader, which, labels))
+    assert len({len(p) for p in parts}) == 1  # every rank the same number of batches: no DDP hang
+    rows = [[i for b in p for i in b] for p in parts]
+    assert len({len(r) for r in rows}) == 1
+    flat = [i for r in rows for i in r]
+    if drop_last:  # 23 rows over 4 ranks: 5 each (3 left out), then each rank's short last batch: 4 each, none twice
+        assert len(flat) == 16 and len(set(flat)) == 16
+    else:  # padded with the epoch's own first rows, as DistributedSampler pads
+        assert len(flat) == 24 and set(flat) == set(range(N))
+
+
+def test_resume_in_a_new_process_continues_with_the_batches_not_taken(dataset, tmp_path):
+    path, which, labels = dataset
+    with Loader(path, batch_size=4, seed=11) as loader:
+        loader.set_epoch(1)
+        whole = rows_of(loader, which, labels)
+        loader.set_epoch(1)
+        taken = []
+        it = iter(loader)
+        for _ in range(3):  # the loader has read ahead of these three
+            images, _ = next(it)
+            taken.append([which[fingerprint(x)] for x in images])
+        state = loader.state_dict()
+        it.close()
+    assert taken == whole[:3] and state["epoch"] == 1 and state["batch"] == 3
+    code = f"""
+import hashlib, json, sys
+from imgshard import Loader
+loader = Loader({str(path)!r}, batch_size=4, seed=11)
+loader.load_state_dict(json.loads(sys.argv[1]))
+for images, targets in loader:
+    print(json.dumps([[hashlib.sha1(x.tobytes()).hexdigest() for x in images], targets.tolist()]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(state)], capture_output=True, text=True, cwd=REPO, check=True)
+    by_digest = {hashlib.sha1(k).hexdigest(): i for k, i in which.items()}
+    rest = []
+    for line in proc.stdout.splitlines():
+        digests, targets = json.loads(line)
+        batch = [by_digest[d] for d in digests]
+        assert targets == [labels[i] for i in batch]
+        rest.append(batch)
+    assert rest == whole[3:]
+
+
+def test_a_state_of_another_dataset_or_setting_is_refused(dataset):
+    path, _, _ = dataset
+    with Loader(path, batch_size=4) as loader:
+        state = loader.state_dict()
+    with Loader(path, batch_size=8) as other, pytest.raises(ImgshardError, match=r"cannot resume: the state has batch_size 4, this loader 8"):
+        other.load_state_dict(state)
+    with Loader(path, batch_size=4) as other, pytest.raises(ImgshardError, match=r"cannot resume: the state has rows 99"):
+        other.load_state_dict({**state, "rows": 99})
+
+
+def test_a_batch_stays_valid_while_the_next_is_taken(dataset):
+    """The ring: the batch given and the one before it are never written while the caller may hold them."""
+    path, which, labels = dataset
+    with Loader(path, batch_size=2, seed=5, threads=2) as loader:
+        held = []
+        for images, targets in loader:
+            held.append((images, images.copy(), targets, targets.copy()))
+            if len(held) >= 2:
+                view, copy, tview, tcopy = held[-2]
+                np.testing.assert_array_equal(view, copy)
+                np.testing.assert_array_equal(tview, tcopy)
+
+
+def test_masks_come_aligned_with_their_images(tmp_path):
+    from tests.test_labels import random_masks, write_clouds_csv
+
+    images = tmp_path / "images"
+    rels = make_images(images, 7)
+    truth = {rel: random_masks(i) for i, rel in enumerate(rels)}
+    write_clouds_csv(tmp_path / "train.csv", truth)
+    path = build_with_package(tmp_path, images, [rels[:3], rels[3:]], labels=read_labels(str(tmp_path / "train.csv")))
+    which = {fingerprint(reference_pixels(images, r)): r for r in rels}
+    seen = 0
+    for images_batch, masks in Loader(path, batch_size=3, seed=1):
+        assert masks.shape[1:] == (48, 64, 4)
+        for image, mask in zip(images_batch, masks):
+            np.testing.assert_array_equal(mask, truth[which[fingerprint(image)]])
+            seen += 1
+    assert seen == 7
+
+
+@pytest.mark.parametrize("compression", ["lzf", "gzip"])
+@pytest.mark.parametrize("mode", ["virtual", "copy"])
+def test_compressed_datasets_load_the_same_pixels(tmp_path, compression, mode):
+    images = tmp_path / "images"
+    rels = make_images(images, 9)
+    path = build_with_package(tmp_path, images, [rels[:5], rels[5:]], mode=mode, compression=compression)
+    which = {fingerprint(reference_pixels(images, r)): r for r in rels}
+    seen = [which[fingerprint(x)] for batch, _ in Loader(path, batch_size=4, seed=2) for x in batch]
+    assert sorted(seen) == sorted(rels)
+
+
+def test_refresh_moves_to_a_newer_snapshot_between_epochs(tmp_path):
+    images = tmp_path / "images"
+    rels = make_images(images, 6)
+    path = build_with_package(tmp_path, images, [rels])
+    loader = Loader(path, batch_size=4, shuffle=False)
+    assert not loader.refresh()
+    write_image(images / "zzz.jpg", seed=42)
+    build_with_package(tmp_path, images, [rels + ["zzz.jpg"]])
+    assert sum(len(b) for b, _ in loader) == 6  # still the snapshot it opened
+    assert loader.refresh()
+    last = [x.copy() for b, _ in loader for x in b]
+    assert len(last) == 7
+    np.testing.assert_array_equal(last[-1], reference_pixels(images, "zzz.jpg"))
+    loader.close()
+
+
+def test_bad_arguments_are_refused(dataset):
+    path, _, _ = dataset
+    with pytest.raises(ValueError, match="rank 4 is not one of world_size 4"):
+        Loader(path, batch_size=2, rank=4, world_size=4)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        Loader(path, batch_size=0)
+    with pytest.raises(ImgshardError, match="no such file"):
+        Loader(str(path) + ".nope", batch_size=2)

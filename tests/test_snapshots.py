@@ -1,0 +1,182 @@
+"""Training while the data grows: readers in processes of their own read continuously while the real
+snakemake reruns through every kind of change, and never see a zero, a torn row or an error; old
+snapshots go once no reader holds them, and stay while one does."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from imgshard.decode import decode_into
+from imgshard.geometry import Geometry
+from tests.conftest import REPO, make_images, snakemake, write_image
+from tests.snapshot_reader import KINDS, digest
+
+SIZE = (120, 160)
+SMALL = (60, 80)
+
+
+def record(truth: dict, images: Path, rel: str) -> None:
+    """The pixels of the file now at ``rel``, at both sizes the test builds, by the pipeline's own decoder."""
+    path = images / rel
+    import hashlib
+
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    sizes = {}
+    for shape, resize in ((SIZE, None), (SMALL, "stretch")):
+        row = np.empty((*shape, 3), np.uint8)
+        _, _, error = decode_into(str(path), row, Geometry(*shape, resize=resize, reducing_gap=2.0 if resize else None))
+        if error is None:
+            sizes[f"{shape[0]}x{shape[1]}"] = digest(row)
+    truth[f"{rel} {sha256}"] = sizes
+
+
+class Readers:
+    """One process of each kind, reading ``dataset`` until stopped."""
+
+    def __init__(self, tmp: Path, dataset: Path, truth: dict):
+        self.tmp, self.stop = tmp, tmp / "stop"
+        self.truth = tmp / "truth.json"
+        self.truth.write_text(json.dumps(truth))
+        self.procs = {
+            kind: subprocess.Popen(
+                [sys.executable, "-m", "tests.snapshot_reader", kind, str(dataset), str(self.truth), str(self.stop), str(tmp / f"{kind}.json")],
+                cwd=REPO,
+            )
+            for kind in KINDS
+        }
+
+    def finish(self) -> dict:
+        self.stop.touch()
+        results = {}
+        for kind, proc in self.procs.items():
+            assert proc.wait(timeout=120) == 0
+            results[kind] = json.loads((self.tmp / f"{kind}.json").read_text())
+        return results
+
+
+@pytest.mark.parametrize("gather", ["virtual", "copy"])
+def test_readers_see_their_snapshot_through_every_kind_of_rerun(tmp_path, gather):
+    images, work = tmp_path / "images", tmp_path / "work"
+    work.mkdir()
+    rels = make_images(images, 40, *SIZE)
+    # Every version of every image the reruns below make, recorded before any reader starts.
+    staged = tmp_path / "staged"
+    write_image(staged / "img0005.jpg", 9005, *SIZE)
+    write_image(staged / "sub/added.jpg", 9006, *SIZE)
+    truth: dict = {}
+    for rel in rels:
+        record(truth, images, rel)
+    for rel in ("img0005.jpg", "sub/added.jpg"):
+        record(truth, staged, rel)
+    config = dict(images_dir=images, shards=2, gather=gather)
+    snakemake(work, **config)
+    dataset = work / "results/dataset.h5"
+    readers = Readers(tmp_path, dataset, truth)
+    time.sleep(1.0)  # every reader has opened the first snapshot
+
+    shutil.copy(staged / "img0005.jpg", images / "img0005.jpg")  # changed
+    snakemake(work, **config)
+    shutil.copy(staged / "sub/added.jpg", images / "sub/added.jpg")  # added
+    snakemake(work, **config)
+    os.unlink(images / "img0007.jpg")  # removed
+    snakemake(work, **config)
+    snakemake(work, **{**config, "image_size": f"[{SMALL[0]},{SMALL[1]}]"})  # every pixel changes
+    snakemake(work, **{**config, "shards": 3})  # every image moves to another shard
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # a run that fails midway
+    failed = snakemake(work, check=False, **{**config, "shards": 3})
+    assert failed.returncode != 0 and "could not be stored" in failed.stdout
+    (images / "broken.jpg").unlink()
+    snakemake(work, **{**config, "shards": 3})
+    time.sleep(0.5)  # readers that reopen see the last snapshot
+    results = readers.finish()
+
+    for kind, result in results.items():
+        assert result["errors"] == [], f"{kind}: {result['errors']}"
+        assert result["bad"] == 0, f"{kind}: {result['bad']} bad rows of {result['rows']}: {result['examples']}"
+        assert result["rows"] > 100, f"{kind} read only {result['rows']} rows"
+    assert results["h5py-hold"]["snapshots"] == 1  # it held the first snapshot throughout, and read it whole
+    assert results["dataset"]["snapshots"] >= 3 and results["loader"]["snapshots"] >= 3  # they moved on
+    with h5py.File(dataset) as f:
+        assert len(f["paths"]) == 40 and f["images"].shape[1:3] == SIZE
+
+
+def shard_folder_files(work: Path) -> dict[str, list[str]]:
+    shards = work / "results/dataset.shards"
+    return {kind: sorted(p.name for p in (shards / kind).glob("*.h5")) for kind in ("snapshots", "parts")}
+
+
+def test_old_snapshots_go_once_no_reader_holds_them_and_stay_while_one_does(tmp_path):
+    images, work = tmp_path / "images", tmp_path / "work"
+    work.mkdir()
+    rels = make_images(images, 12)
+    config = dict(images_dir=images, shards=2)
+    snakemake(work, **config)
+    dataset = work / "results/dataset.h5"
+    first = shard_folder_files(work)
+    assert len(first["snapshots"]) == 1 and len(first["parts"]) == 2
+
+    # A reader holds the first snapshot (plain h5py, reading through the virtual dataset) for a while.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import h5py, sys; f = h5py.File(sys.argv[1]); f['images'][0]; print('open', flush=True); sys.stdin.read(); print(int(f['images'][()].any(axis=(1, 2, 3)).all()))", str(dataset)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "open"
+    for k in range(10):
+        write_image(images / rels[k], seed=700 + k)
+        snakemake(work, **config)
+    held = shard_folder_files(work)
+    assert first["snapshots"][0] in held["snapshots"] and set(first["parts"]) <= set(held["parts"])
+    assert len(held["snapshots"]) == 2  # the held one and the current one: the eight between went
+    holder.stdin.close()
+    assert holder.stdout.read().strip() == "1"  # every row it read after all those reruns: none zeros
+    assert holder.wait(timeout=30) == 0
+
+    write_image(images / rels[11], seed=799)
+    snakemake(work, **config)  # no reader now: the next run removes the old snapshot and its parts
+    after = shard_folder_files(work)
+    assert len(after["snapshots"]) == 1
+    assert first["snapshots"][0] not in after["snapshots"]
+    # Ten reruns later with no reader open: one snapshot's files, no more.
+    for k in range(10):
+        write_image(images / rels[k], seed=800 + k)
+        snakemake(work, **config)
+    final = shard_folder_files(work)
+    assert len(final["snapshots"]) == 1
+    with h5py.File(dataset) as f:
+        mapped = {os.path.basename(vs.file_name) for vs in f["images"].virtual_sources()}
+    assert set(final["parts"]) == mapped
+    assert os.path.samefile(dataset, work / "results/dataset.shards/snapshots" / final["snapshots"][0])
+
+
+def test_keep_snapshots_keeps_that_many_superseded_ones(tmp_path):
+    images, work = tmp_path / "images", tmp_path / "work"
+    work.mkdir()
+    rels = make_images(images, 6)
+    for k in range(4):
+        write_image(images / rels[0], seed=900 + k)
+        snakemake(work, images_dir=images, shards=1, keep_snapshots=2)
+    assert len(shard_folder_files(work)["snapshots"]) == 3
+    with h5py.File(work / "results/dataset.h5") as f:
+        assert f["images"][()].any(axis=(1, 2, 3)).all()
+
+
+def test_a_deleted_dataset_file_is_published_again(tmp_path):
+    images, work = tmp_path / "images", tmp_path / "work"
+    work.mkdir()
+    make_images(images, 4)
+    snakemake(work, images_dir=images, shards=1)
+    (work / "results/dataset.h5").unlink()
+    proc = snakemake(work, images_dir=images, shards=1)
+    assert "rule gather" in proc.stdout and "rule decode_shard" not in proc.stdout
+    with h5py.File(work / "results/dataset.h5") as f:
+        assert len(f["paths"]) == 4
