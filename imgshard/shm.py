@@ -1,6 +1,7 @@
 """Shared-memory buffers in /dev/shm (SharedArray) that workers decode into.
 
-Every segment is named ``imgshard-<tag>-s<shard>-p<pid>-b<k>`` (``-m<k>`` for masks): the tag keeps
+Every segment is named ``imgshard-<tag>-s<shard>-p<pid>-b<k>`` (``-m<k>`` for masks, ``-f<k>`` for
+flags; a DataLoader worker's batch ring is ``imgshard-ring-s<n>-p<pid>-...``): the tag keeps
 runs in different working directories apart, the pid says which process owns
 it, so a later run can tell a leftover of a hard-killed run (owner gone) from a
 live segment of a concurrent one.
@@ -18,7 +19,7 @@ import SharedArray as sa
 
 PREFIX = "imgshard"
 SHM_DIR = "/dev/shm"
-_OWNER = re.compile(rf"^{PREFIX}-.*-p(\d+)-[bm]\d+$")
+_OWNER = re.compile(rf"^{PREFIX}-.*-p(\d+)-[bmf]\d+$")
 
 
 def segment_name(tag: str, shard: int, k: int, kind: str = "b") -> str:
@@ -26,8 +27,8 @@ def segment_name(tag: str, shard: int, k: int, kind: str = "b") -> str:
     return f"{PREFIX}-{tag}-s{shard}-p{os.getpid()}-{kind}{k}"
 
 
-def create(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    return sa.create(f"shm://{name}", shape, dtype=np.uint8)
+def create(name: str, shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
+    return sa.create(f"shm://{name}", shape, dtype=dtype)
 
 
 def attach(name: str) -> np.ndarray:

@@ -69,6 +69,35 @@ def test_dataloader_with_two_workers(dataset, start_method, batched):
         np.testing.assert_array_equal(stacked[i], reference_pixels(images, rel))
 
 
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_batches_kept_by_the_caller_keep_their_pixels(tmp_path, start_method):
+    """Workers reuse a ring of batch buffers: a slot is written again only once the main process let
+    go of every view of it. A caller that keeps every batch (more than the ring holds) gets each with
+    its own pixels, masks aligned; one that lets go has them reused."""
+    from imgshard.labels import read_labels
+    from imgshard.read import ring
+    from tests.test_labels import random_masks, write_clouds_csv
+
+    images = tmp_path / "images"
+    rels = make_images(images, 31)
+    truth = {rel: random_masks(i) for i, rel in enumerate(rels)}
+    write_clouds_csv(tmp_path / "train.csv", truth)
+    path = build_with_package(tmp_path, images, [rels], labels=read_labels(str(tmp_path / "train.csv")))
+    ds = H5ImageDataset(path)
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, multiprocessing_context=start_method, collate_fn=collate)
+    kept = list(loader)  # 31 batches, about 15 per worker: more than its ring's slots
+    assert len(kept) == 31 > 2 * ring.SLOTS
+    for (image, masks), rel in zip(kept, rels):
+        np.testing.assert_array_equal(image[0].numpy(), reference_pixels(images, rel))
+        np.testing.assert_array_equal(masks[0].numpy(), truth[rel])
+    assert ring._attached  # the fast path ran: the main process maps the workers' rings
+    seen = 0
+    for image, masks in loader:  # letting go of each batch: slots come round again
+        seen += 1
+        np.testing.assert_array_equal(image[0].numpy(), reference_pixels(images, rels[seen - 1]))
+    assert seen == 31
+
+
 def test_importing_the_reader_does_not_import_torch():
     code = "import sys, imgshard; from imgshard import H5ImageDataset, Loader, batches; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout

@@ -6,10 +6,11 @@
     for images, targets in loader:   # (64, H, W, 3) uint8 tensors; masks, labels or None
 
 A DataLoader with a batch size hands each worker a batch of indices, which
-``__getitems__`` reads at once, at the rows' offsets, into one tensor in
-shared memory: the worker's only copy of the pixels, which then reaches the
-main process without another. ``collate`` passes such a batch on as it is;
-the default collate also works, stacking the items again (one more copy).
+``__getitems__`` reads at once, at the rows' offsets, into a slot of the
+worker's ring of shared-memory batch buffers (ring.py): the worker's only
+copy of the pixels, which the main process then sees without another.
+``collate`` passes such a batch on as it is; the default collate also works,
+stacking the items again (one more copy, in a fresh tensor).
 
 Nothing here imports torch until a batch is read: a map-style dataset only
 needs ``__len__`` and ``__getitem__``. The dataset reads the snapshot it
@@ -19,11 +20,13 @@ opened (read/snapshot.py) in every worker, under fork or spawn.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 
 import numpy as np
 
 from ..index import LABELS, MASKS
+from .ring import FREE, Ring, Shipped
 from .snapshot import Snapshot
 
 
@@ -43,6 +46,7 @@ class H5ImageDataset:
         self.target = self.snapshot.target
         self.classes = self.snapshot.classes
         self._paths: list[str] | None = None
+        self._rings: dict[int, Ring] = {}  # by worker process
 
     def __len__(self) -> int:
         return len(self.snapshot)
@@ -69,23 +73,49 @@ class H5ImageDataset:
         return self.transform(item) if self.transform else item
 
     def __getitems__(self, indices: list[int]):
-        """A batch of items read at once into one shared-memory tensor (see the module's docstring)."""
+        """A batch of items read at once (see the module's docstring)."""
         if self.transform is not None:
             return [self[i] for i in indices]
-        import torch
-
         rows = [self._index(i) for i in indices]
         m = len(rows)
-        images = torch.empty((m, *self.image_shape), dtype=torch.uint8).share_memory_()
-        out = images.numpy()
-        self.snapshot.read_images(rows, [memoryview(out[j]).cast("B") for j in range(m)], out)
-        targets = None
+        ring = self._ring(m)
+        slot = ring.acquire() if ring is not None else None
+        tensors = None
+        if slot is not None:
+            images = ring.images[slot, :m]
+            targets = ring.targets[slot, :m] if ring.targets is not None else None
+        else:  # outside a worker, or every slot still held by the main process: tensors of their own
+            import torch
+
+            def new(shape, dtype):
+                tensor = torch.empty(shape, dtype=dtype)
+                return tensor.share_memory_() if ring is not None else tensor
+
+            tensors = [new((m, *self.image_shape), torch.uint8), None]
+            if self.target == MASKS:
+                tensors[1] = new((m, *self.snapshot.target_shape), torch.uint8)
+            elif self.target == LABELS:
+                tensors[1] = torch.empty(m, dtype=torch.int64)
+            images, targets = (t.numpy() if t is not None else None for t in tensors)
+        self.snapshot.read_images(rows, [memoryview(images[j]).cast("B") for j in range(m)], images)
         if self.target == MASKS:
-            targets = torch.empty((m, *self.snapshot.target_shape), dtype=torch.uint8).share_memory_()
-            self.snapshot.read_masks(rows, targets.numpy())
+            self.snapshot.read_masks(rows, targets)
         elif self.target == LABELS:
-            targets = torch.from_numpy(self.snapshot.labels[rows])
-        return Batch(images, targets)
+            np.take(self.snapshot.labels, rows, out=targets)
+        return Batch(images, targets, ring, slot, tensors)
+
+    def _ring(self, m: int) -> Ring | None:
+        """This DataLoader worker's ring of batch buffers (see ring.py); None outside a worker."""
+        from torch.utils.data import get_worker_info
+
+        if get_worker_info() is None:
+            return None
+        ring = self._rings.get(os.getpid())
+        if ring is None or ring.images.shape[1] < m:
+            shape = self.snapshot.target_shape if self.target == MASKS else () if self.target == LABELS else None
+            dtype = np.int64 if self.target == LABELS else np.uint8
+            ring = self._rings[os.getpid()] = Ring(m, self.image_shape, shape, dtype)
+        return ring
 
     def path_of(self, index: int) -> str:
         if self._paths is None:
@@ -109,24 +139,36 @@ class H5ImageDataset:
     def close(self) -> None:
         self.snapshot.close()
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_rings"] = {}  # a worker makes its own
+        return state
+
 
 class Batch(list):
-    """What ``__getitems__`` returns: a list of items, as the default collate wants, that also
-    carries the batch as read (``images``, ``targets``), which ``collate`` passes on without a copy."""
+    """What ``__getitems__`` returns: a list of items, as the default collate wants, that also carries
+    the batch as read (``images``, ``targets``), which ``collate`` passes on without a copy."""
 
-    def __init__(self, images, targets):
-        if targets is None:
-            super().__init__(images)
-        else:
-            super().__init__(zip(images, targets.tolist() if targets.ndim == 1 else targets))
-        self.images, self.targets = images, targets
+    def __init__(self, images: np.ndarray, targets: np.ndarray | None, ring: Ring | None, slot: int | None, tensors: list | None):
+        super().__init__(images if targets is None else zip(images, targets.tolist() if targets.ndim == 1 else targets))
+        self.images, self.targets, self.ring, self.slot, self.tensors = images, targets, ring, slot, tensors
+        if ring is not None and slot is not None:
+            # Not shipped by collate (the default collate copied the items): the slot is free again.
+            self._free = weakref.finalize(self, ring.flags.__setitem__, slot, FREE)
+
+    def ship(self):
+        """The batch as ``collate`` hands it on: the slot itself from a worker's ring, else its tensors."""
+        if self.slot is not None:
+            self._free.detach()  # from now on the main process frees it
+            return Shipped(self.ring, self.slot, len(self.images), self.targets is not None, self.targets is not None and self.targets.ndim == 1)
+        return tuple(self.tensors)
 
 
 def collate(batch):
     """A DataLoader's ``collate_fn`` for ``H5ImageDataset``: its batch as read, ``(images, targets)``
-    (targets None without labels or masks); anything else through torch's default collate."""
+    tensors (targets None without labels or masks); anything else through torch's default collate."""
     if isinstance(batch, Batch):
-        return batch.images, batch.targets
+        return batch.ship()
     from torch.utils.data import default_collate
 
     return default_collate(batch)
