@@ -46,6 +46,7 @@ test: $(BIN)/.dev compiled
 lint: $(BIN)/.dev $(DEMO)/.complete
 	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/python -m pyflakes imgshard benchmarks scripts examples
 
 # 512 full-size images against serial, pool and the decode limit: benchmarks/results/.
 bench: $(BIN)/.dev compiled

@@ -17,21 +17,16 @@ import platform
 import re
 import shutil
 import statistics
-import sys
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import cv2
 import numpy as np
 import psutil
 
-from imgshard.demo import write_demo
+from . import measure, overhead, reading
+from .common import REPO, contender, default_shards, fresh, generate, pipeline, say, snakemake_cmd
 
-from . import measure, overhead
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 BUDGET_MB = 1024
 
 
@@ -51,6 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--scale", default="20000:64,100000:256,1000000:1024", help="IMAGES:SHARDS,... of tiny images in class folders; empty skips it"
     )
     parser.add_argument("--photos", type=int, default=3, help="photograph-like JPEGs per size for the reducing_gap test; 0 skips it")
+    parser.add_argument("--read-count", type=int, default=4096, help="JPEGs of 300x400 in the 224x224 reading set; 0 skips reading")
+    parser.add_argument("--open-rows", type=int, default=1_000_000, help="rows of the dataset a reader opens, timed")
     parser.add_argument("--data", default=str(REPO / "benchmarks/.data"), help="generated images and work folders")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results"))
     parser.add_argument("--replot", action="store_true", help="only redraw the charts and results.md from OUT/results.json")
@@ -100,62 +97,11 @@ def main(argv: list[str] | None = None) -> dict:
     gaps = reducing_gap_test(data, images, args.photos)
     counts = lambda text: tuple(int(v) for v in text.split(",") if v)  # noqa: E731
     around = overhead.run(data, images, args.cores, args.rounds, counts(args.resized), counts(args.reruns), args.mixed, args.mixed_scale, args.height, args.width)
-    results = report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps, around)
+    read = reading.run(data, images, args.cores, args.rounds, args.read_count, args.open_rows) if args.read_count else {}
+    results = report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps, around, read)
     write_outputs(results, out)
     shutil.rmtree(data / "work", ignore_errors=True)
     return results
-
-
-def say(message: str) -> None:
-    print(f"[bench] {message}", flush=True)
-
-
-def fresh(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
-
-
-def generate(folder: Path, count: int, height: int, width: int, cores: int) -> Path:
-    """The deterministic cloud images, made once (in parallel) and kept for later runs."""
-    stamp = folder / ".complete"
-    if not stamp.exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        say(f"generating {count} images of {height}x{width} in {folder}")
-        step = max(1, -(-count // (cores * 4)))
-        with Pool(cores) as pool:
-            pool.starmap(
-                write_demo,
-                [(str(folder), min(step, count - first), height, width, 2019, first) for first in range(0, count, step)],
-            )
-        stamp.touch()
-    return folder
-
-
-def contender(name: str, images: Path, out: Path, cores: int, *extra: str) -> measure.Measured:
-    cmd = [sys.executable, "-m", "benchmarks.contenders", name, str(images), str(out), "--cores", str(cores), *extra]
-    m = measure.run(cmd, cwd=REPO)
-    out.unlink(missing_ok=True)
-    if name.startswith("limit"):  # one process's decode work, shared out ideally over the cores
-        m.seconds /= cores
-    return m
-
-
-def default_shards() -> int:
-    import yaml
-
-    return yaml.safe_load((REPO / "config.yaml").read_text())["shards"]
-
-
-def snakemake_cmd(images: Path, work: Path, cores: int, **config) -> list[str]:
-    settings = {"images_dir": images, **config}
-    return [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", str(cores), "-q", "--config"] + [
-        f"{k}={v}" for k, v in settings.items()
-    ]
-
-
-def pipeline(images: Path, work: Path, cores: int, **config) -> measure.Measured:
-    return measure.run(snakemake_cmd(images, work, cores, **config))
 
 
 def incremental(images: Path, work: Path, cores: int, shards: int, r: int) -> measure.Measured:
@@ -336,7 +282,7 @@ def machine() -> dict:
     }
 
 
-def report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps, around) -> dict:
+def report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps, around, read) -> dict:
     median = {k: statistics.median(m.seconds for m in v) for k, v in runs.items()}
     rows = {}
     for name, measured in runs.items():
@@ -360,6 +306,7 @@ def report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps, around) -> 
     targets += scale_targets(scale)
     targets += gap_targets(gaps)
     targets += overhead.targets(around)
+    targets += reading.targets(read)
     # Full size: what the build wrote, against a plain write of the same bytes; and the estimate for more cores.
     around["write_bandwidth"] = overhead.write_bandwidth(Path(args.data), n, (args.height, args.width), median["pipeline"], time_split["write"])
     if around["resized"] and around["reruns"]:
@@ -374,6 +321,7 @@ def report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps, around) -> 
         "scale": scale,
         "reducing_gap": gaps,
         "overhead": around,
+        "reading": read,
         "targets": [{"target": t, "bound": b, "measured": m, "met": bool(ok)} for t, b, m, ok in targets],
     }
 
@@ -430,6 +378,7 @@ def markdown(r: dict) -> str:
             p, c = v["photos"], v["clouds"]
             lines.append(f"| {key} | {p['ms_per_image']:.1f} | {p['mean_grey_levels']:.2f} / {p['max_grey_levels']:.2f} | {c['ms_per_image']:.1f} |")
     lines += overhead_markdown(r.get("overhead") or {})
+    lines += reading.markdown(r.get("reading") or {})
     lines += ["", "| target | bound | measured | met |", "|---|---|---:|---|"]
     lines += [f"| {t['target']} | {t['bound']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |" for t in r["targets"]]
     return "\n".join(lines) + "\n"

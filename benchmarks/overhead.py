@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import bench
+from . import common
 
 CLOUDS_SIZE = (350, 525)
 PHOTO_SIZE = (384, 512)
@@ -37,16 +37,16 @@ def resized(data: Path, images: Path, count: int, cores: int, rounds: int) -> di
         for unit in units[r % len(units) :] + units[: r % len(units)]:
             if unit.startswith("pipeline"):
                 gap = {"reducing_gap": 1.0} if unit == "pipeline_gap_1" else {}
-                m = bench.pipeline(images, bench.fresh(data / "work"), cores, image_size=f"[{size}]", **gap)
+                m = common.pipeline(images, common.fresh(data / "work"), cores, image_size=f"[{size}]", **gap)
             else:
-                m = bench.contender(unit, images, data / "out.h5", cores, "--size", size)
+                m = common.contender(unit, images, data / "out.h5", cores, "--size", size)
             runs[unit].append(m.seconds)
     out = _medians(runs, count)
     out["pipeline_over_limit"] = round(out["pipeline"] / out["limit"], 2)
     out["speedup_over_serial"] = round(out["serial"] / out["pipeline"], 2)
     out["gap_1_over_limit"] = round(out["pipeline_gap_1"] / out["limit"], 2)
     out["pipeline_over_limit_imread"] = round(out["pipeline"] / out["limit_imread"], 2)
-    bench.say(f"resized {count}: {out}")
+    common.say(f"resized {count}: {out}")
     return out
 
 
@@ -58,15 +58,15 @@ def photos(data: Path, cores: int, rounds: int, per_kind: int = 4, scale: float 
     for r in range(rounds):
         for unit in (["pipeline", "serial"] if r % 2 == 0 else ["serial", "pipeline"]):
             if unit == "pipeline":
-                m = bench.pipeline(folder, bench.fresh(data / "work"), cores, image_size=f"[{size}]")
+                m = common.pipeline(folder, common.fresh(data / "work"), cores, image_size=f"[{size}]")
             else:
-                m = bench.contender("serial", folder, data / "out.h5", cores, "--size", size)
+                m = common.contender("serial", folder, data / "out.h5", cores, "--size", size)
             runs[unit].append(m.seconds)
     count = len([p for p in folder.iterdir() if p.suffix != ".complete" and not p.name.startswith(".")])
     out = _medians(runs, count)
     out["speedup_over_serial"] = round(out["serial"] / out["pipeline"], 2)
     out["grey_levels"] = fidelity(data / "work/results/dataset.h5", folder)  # the last pipeline build's rows
-    bench.say(f"photos: {out}")
+    common.say(f"photos: {out}")
     return out
 
 
@@ -110,27 +110,27 @@ def make_photos(folder: Path, per_kind: int, scale: float = 1.0) -> Path:
 
 def reruns(data: Path, images: Path, count: int, cores: int, rounds: int, **config) -> dict:
     """No-op rerun, and reruns for one changed, one added and one removed image, in a copy of ``images``."""
-    work = bench.fresh(data / "work")
+    work = common.fresh(data / "work")
     folder = data / f"rerun-{count}"
     copy_set(images, folder, count)
-    build = bench.pipeline(folder, work, cores, **config).seconds
+    build = common.pipeline(folder, work, cores, **config).seconds
     files = sorted(folder.glob("*.jpg"))
     runs: dict[str, list[float]] = {"noop": [], "changed": [], "added": [], "removed": []}
     for r in range(rounds):
-        runs["noop"].append(bench.pipeline(folder, work, cores, **config).seconds)
+        runs["noop"].append(common.pipeline(folder, work, cores, **config).seconds)
         victim = files[(r * 7919) % len(files)]
         cv2.imwrite(str(victim), cv2.imread(str(victim)), [cv2.IMWRITE_JPEG_QUALITY, 80 + r])
-        runs["changed"].append(bench.pipeline(folder, work, cores, **config).seconds)
+        runs["changed"].append(common.pipeline(folder, work, cores, **config).seconds)
         added = folder / f"added-{r}.jpg"
         shutil.copyfile(files[(r * 31) % len(files)], added)
-        runs["added"].append(bench.pipeline(folder, work, cores, **config).seconds)
+        runs["added"].append(common.pipeline(folder, work, cores, **config).seconds)
         added.unlink()
-        runs["removed"].append(bench.pipeline(folder, work, cores, **config).seconds)
+        runs["removed"].append(common.pipeline(folder, work, cores, **config).seconds)
     out = {"images": count, "config": {k: str(v) for k, v in config.items()}, "build": round(build, 2)}
     out |= {k: round(statistics.median(v), 2) for k, v in runs.items()}
     for key in ("changed", "added", "removed"):
         out[f"{key}_over_noop"] = round(out[key] / out["noop"], 2)
-    bench.say(f"reruns {count}: {out}")
+    common.say(f"reruns {count}: {out}")
     shutil.rmtree(work, ignore_errors=True)
     return out
 
@@ -168,7 +168,7 @@ def write_bandwidth(data: Path, n: int, size: tuple[int, int], pipeline_seconds:
         "pipeline_end_to_end_gb_s": gbps(pipeline_seconds),
         "shard_write_phase_gb_s": gbps(write_seconds) if write_seconds else None,
     }
-    bench.say(f"write bandwidth: {out}")
+    common.say(f"write bandwidth: {out}")
     return out
 
 
@@ -240,7 +240,7 @@ def run(data: Path, images: Path, cores: int, rounds: int, counts: tuple[int, ..
     """Every measurement of this module; ``images`` is the full-size Clouds set of bench.main."""
     out: dict = {"resized": [], "reruns": []}
     for count in counts:
-        folder = images if count == len(list(images.glob("*.jpg"))) else bench.generate(data / f"full-{count}-{height}x{width}", count, height, width, cores)
+        folder = images if count == len(list(images.glob("*.jpg"))) else common.generate(data / f"full-{count}-{height}x{width}", count, height, width, cores)
         out["resized"].append(resized(data, folder, count, cores, rounds))
     if photos_per_kind:
         out["photos"] = photos(data, cores, rounds, photos_per_kind, photo_scale)

@@ -254,13 +254,15 @@ class _Placer:
         plan, previous, keys = self.plan, self.previous, self.keys
         parts = [previous.parts[p] for p in plan.kept_parts]
         part_rows = [previous.part_rows[p] for p in plan.kept_parts]
+        part_bytes = [previous.part_bytes[p] for p in plan.kept_parts]
         renumber = {p: k for k, p in enumerate(plan.kept_parts)}
         if self.writer is not None:
             parts.append(self.writer.name)
             part_rows.append(self.writer.capacity)
+            part_bytes.append(os.path.getsize(self.writer.path))
         new = len(parts) - 1
         previous_position = self.previous_position
-        index = ShardIndex(parts=parts, part_rows=part_rows, attrs=attrs, skipped=list(self.result.skipped))
+        index = ShardIndex(parts=parts, part_rows=part_rows, part_bytes=part_bytes, attrs=attrs, skipped=list(self.result.skipped))
         part, row, sizes, keep_keys = [], [], [], []
         for i, rel in enumerate(self.relpaths):
             if plan.old[i] is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 
 import jsonschema
@@ -93,9 +94,14 @@ def schema_error(config: dict, schema_path: str) -> ImgshardError:
         error = error.parent
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
-        known = ", ".join(sorted(error.schema.get("properties", {})))
+        known = sorted(error.schema.get("properties", {}))
         where = f" in {key}" if error.absolute_path else ""
-        return ImgshardError(f"config: {error.message}{where} (known keys: {known})")
+        unknown = [k for k in error.instance if k not in known]
+        guesses = [(k, difflib.get_close_matches(k, known, n=1)) for k in unknown]
+        hints = "; ".join(f"did you mean {g[0]!r} for {k!r}?" for k, g in guesses if g)
+        if hints:
+            return ImgshardError(f"config: {error.message}{where}: {hints}")
+        return ImgshardError(f"config: {error.message}{where} (known keys: {', '.join(known)})")
     if error.validator == "required":
         return ImgshardError(f"config: {key}: {error.message}")
     allowed = error.schema.get("description") or ""

@@ -23,7 +23,9 @@ def find_images(images_dir: str | os.PathLike, image_list: str | os.PathLike | N
     """Relative paths of the images under ``images_dir``, or of those named in ``image_list``."""
     root = Path(images_dir)
     if not root.is_dir():
-        raise ImgshardError(f"images_dir: {str(images_dir)!r} is not a folder")
+        what = "is a file" if root.exists() else "does not exist"
+        where = f" (relative paths resolve against snakemake's working directory, {os.getcwd()})" if not root.is_absolute() else ""
+        raise ImgshardError(f"images_dir: {str(images_dir)!r} is not a folder: {str(root.absolute())!r} {what}{where}")
     paths = _read_list(root, Path(image_list)) if image_list else _scan(root)
     if not paths:
         source = f"image_list {str(image_list)!r}" if image_list else f"images_dir {str(images_dir)!r}"
@@ -46,7 +48,7 @@ def _scan(root: Path) -> list[str]:
 
 def _read_list(root: Path, image_list: Path) -> list[str]:
     try:
-        lines = image_list.read_text(encoding="utf-8").splitlines()
+        lines = image_list.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark, as Excel saves
     except OSError as e:
         raise ImgshardError(f"image_list: cannot read {str(image_list)!r}: {e.strerror}") from None
     seen: dict[str, int] = {}

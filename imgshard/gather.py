@@ -65,7 +65,8 @@ def check_parts(index_path: str, index: ShardIndex, shape: tuple[int, int]) -> l
         except FileNotFoundError:
             raise ImgshardError(f"{path}: part file of shard {index_path} is missing; delete {index_path} and rerun") from None
         except OSError as e:
-            raise ImgshardError(f"{path}: not a readable part file ({e}); delete {index_path} and rerun") from None
+            what = "truncated (shorter than HDF5 wrote it)" if "truncated file" in str(e) else f"not a readable part file ({e})"
+            raise ImgshardError(f"{path}: {what}; delete {index_path} and rerun") from None
     if len(index) and (index.part.max() >= len(files) or (index.row >= np.take(index.part_rows, index.part)).any()):
         raise ImgshardError(f"{index_path}: names rows its parts do not have; delete it and rerun")
     return files

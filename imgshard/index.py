@@ -14,6 +14,7 @@ gather maps the rows the index names.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ImgshardError
+from .temp import remove_stale_temps, temp_name
 
 IMAGES = "images"
 MASKS = "masks"
@@ -36,6 +38,7 @@ ROW_KEYS = "row_keys"  # what each image's row was made from (see reuse.py)
 ROW_KEY_DTYPE = "S32"
 PARTS = "parts"  # the part files, relative to the shard folder
 PART_ROWS = "part_rows"  # rows of each part's images dataset
+PART_BYTES = "part_bytes"  # each part file's size: a part that no longer has it is damaged
 PART = "part"  # each listed image's part
 ROW = "row"  # and its row there
 # Bump when the files a shard job writes change shape: a shard job's settings
@@ -53,6 +56,7 @@ class ShardIndex:
     sizes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))  # (height, width) of each source
     parts: list[str] = field(default_factory=list)
     part_rows: list[int] = field(default_factory=list)
+    part_bytes: list[int] = field(default_factory=list)
     part: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     row_keys: list[bytes] | None = None
@@ -75,6 +79,18 @@ class ShardIndex:
                 yield int(self.part[start]), int(self.row[start]), start, i - start
                 start = i
 
+    def damaged_parts(self, folder: str) -> list[str]:
+        """The parts (absolute) that are gone or no longer the size they were written with."""
+        damaged = []
+        for name, size in zip(self.parts, self.part_bytes):
+            path = os.path.join(folder, name)
+            try:
+                if os.path.getsize(path) != size:
+                    damaged.append(path)
+            except FileNotFoundError:
+                damaged.append(path)
+        return damaged
+
     def dead_rows(self) -> int:
         """Rows of its parts that no listed image uses (changed, removed or skipped images left them)."""
         return sum(self.part_rows) - len(self.paths)
@@ -82,13 +98,15 @@ class ShardIndex:
 
 def write_index(path: str, index: ShardIndex) -> None:
     """Write ``index`` to ``path`` through a temporary file: a reader sees the old index or the new one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    remove_stale_temps(glob.escape(path))
+    tmp = temp_name(path)
     try:
         with h5py.File(tmp, "w") as f:
             write_listing(f, index.paths, index.sha256, index.sizes)
             write_skipped(f, index.skipped)
             f.create_dataset(PARTS, data=np.array(index.parts, dtype=object), dtype=PATH_DTYPE)
             f.create_dataset(PART_ROWS, data=np.asarray(index.part_rows, np.int64))
+            f.create_dataset(PART_BYTES, data=np.asarray(index.part_bytes, np.int64))
             f.create_dataset(PART, data=np.asarray(index.part, np.int32))
             f.create_dataset(ROW, data=np.asarray(index.row, np.int64))
             if index.row_keys is not None:
@@ -122,6 +140,7 @@ def read_index(path: str) -> ShardIndex:
                 sizes=sizes,
                 parts=list(f[PARTS].asstr()[()]),
                 part_rows=f[PART_ROWS][()].tolist(),
+                part_bytes=f[PART_BYTES][()].tolist(),
                 part=f[PART][()],
                 row=f[ROW][()],
                 row_keys=f[ROW_KEYS][()].tolist() if ROW_KEYS in f else None,

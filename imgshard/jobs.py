@@ -16,6 +16,7 @@ of every build and rerun.
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -63,8 +64,11 @@ def job_argument(settings: dict, spill_dir: str = SPILL_DIR) -> str:
     try:
         os.utime(path)  # in use again
     except FileNotFoundError:
+        from .temp import remove_stale_temps, temp_name
+
         os.makedirs(spill_dir, exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
+        remove_stale_temps(glob.escape(path))
+        tmp = temp_name(path)
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -86,7 +90,9 @@ def prune_spilled(spill_dir: str = SPILL_DIR, max_age_days: float = SPILL_MAX_AG
                 removed += 1
         except FileNotFoundError:  # another run pruned it first
             pass
-    return removed
+    from .temp import remove_stale_temps
+
+    return removed + len(remove_stale_temps(os.path.join(glob.escape(spill_dir), "*")))
 
 
 def job_from_argv(argv: list[str]) -> SimpleNamespace:
@@ -240,6 +246,7 @@ def shard_stats(shard: int, source_bytes: int, index_path: str, result, timings:
         key = reason.split(" (")[0]
         reasons[key] = reasons.get(key, 0) + 1
     folder = os.path.dirname(os.path.abspath(index_path))
+    parts = {p: os.path.getsize(os.path.join(folder, p)) for p in read_index(index_path).parts}
     return {
         "shard": shard,
         "images": len(result.paths),
@@ -252,12 +259,17 @@ def shard_stats(shard: int, source_bytes: int, index_path: str, result, timings:
         "timings": timings,
         "source_bytes": source_bytes,
         # what its parts hold on disk, rows no image uses any more included
-        "shard_bytes": sum(os.path.getsize(os.path.join(folder, p)) for p in read_index(index_path).parts),
+        "shard_bytes": sum(parts.values()),
+        # each part's size: a run finds a part cut short before it trusts the shard (publish.redo_what_is_damaged)
+        "parts": parts,
     }
 
 
 def write_json(path: str, data) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
+    from .temp import remove_stale_temps, temp_name
+
+    remove_stale_temps(glob.escape(path))
+    tmp = temp_name(path)
     try:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1)

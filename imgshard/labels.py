@@ -54,7 +54,8 @@ class Labels:
 
 def read_labels(path: str) -> Labels:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, invisible to whoever saved it.
+        with open(path, newline="", encoding="utf-8-sig") as f:
             table = list(csv.reader(f))
     except OSError as e:
         raise ImgshardError(f"labels: cannot read {path!r}: {e.strerror}") from None
@@ -116,13 +117,17 @@ def align(labels: Labels, relpaths: list[str], source: str, on_error: str) -> tu
     if on_error != "skip" and (unknown or unlabelled):
         parts = []
         if unlabelled:
-            parts.append(f"{len(unlabelled)} images have no row (first: {unlabelled[0]})")
+            parts.append(f"{_count(len(unlabelled), 'image has', 'images have')} no row (first: {unlabelled[0]})")
         if unknown:
-            parts.append(f"{len(unknown)} rows name images not in images_dir (first: {unknown[0]})")
+            parts.append(f"{_count(len(unknown), 'row names an image', 'rows name images')} not in images_dir (first: {unknown[0]})")
         raise ImgshardError(f"labels {source!r}: {'; '.join(parts)}; fix the CSV or set on_error: skip")
-    warnings = [f"labels {source!r}: {len(unknown)} rows name images not in images_dir (first: {unknown[0]})"] if unknown else []
+    warnings = [f"labels {source!r}: {_count(len(unknown), 'row names an image', 'rows name images')} not in images_dir (first: {unknown[0]})"] if unknown else []
     left_out = [(p, f"no row in labels {source}") for p in unlabelled]
     return [p for p in relpaths if p in labels.rows], left_out, warnings
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def rle_decode(rle: str, height: int, width: int) -> np.ndarray:

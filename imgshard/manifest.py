@@ -15,11 +15,14 @@ old and looks again. Any later edit then moves its mtime.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import time
 from dataclasses import dataclass
 
 from .probe import header_size
+from .temp import temp_name
 
 # Coarser than the timestamps of every common filesystem but FAT's (2 s).
 RACY_SECONDS = 1.0
@@ -36,10 +39,18 @@ class Entry:
 
 
 def stat_all(images_dir: str, relpaths: list[str]) -> dict[str, tuple[int, int]]:
-    """Each image's (size, mtime_ns), taken when none of them is racy any more (see the module's docstring)."""
+    """(each image's (size, mtime_ns), taken when none of them is racy any more (see the module's docstring);
+    the images that cannot be looked at, with why: a dangling symbolic link, a file gone since the scan)."""
+    unreadable: dict[str, str] = {}
 
     def look(rel: str) -> tuple[int, int]:
-        st = os.stat(os.path.join(images_dir, rel))
+        path = os.path.join(images_dir, rel)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            link = os.path.islink(path)
+            unreadable[rel] = f"dangling symbolic link (to {os.readlink(path)!r})" if link and e.errno == errno.ENOENT else f"cannot read: {e.strerror}"
+            return 0, 0
         return st.st_size, st.st_mtime_ns
 
     stats = {rel: look(rel) for rel in relpaths}
@@ -52,7 +63,9 @@ def stat_all(images_dir: str, relpaths: list[str]) -> dict[str, tuple[int, int]]
         newest = max(stats[rel][1] for rel in racy)
         time.sleep(min(RACY_SECONDS, (newest - now_ns) / 1e9 + RACY_SECONDS))
         stats.update({rel: look(rel) for rel in racy})
-    return stats
+    for rel in unreadable:
+        del stats[rel]
+    return stats, unreadable
 
 
 def shard_text(images_dir: str, relpaths: list[str], stats: dict[str, tuple[int, int]], previous: str, headers: bool) -> str:
@@ -65,15 +78,16 @@ def shard_text(images_dir: str, relpaths: list[str], stats: dict[str, tuple[int,
     """
     old = {}
     if headers and previous:
-        old = {line.split("\t", 1)[0]: line for line in previous.splitlines()[1:]}
+        old = {line.split("\t", 1)[0]: line for line in _lines(previous)}
     lines = [_HEADER]
     for rel in relpaths:
         size, mtime = stats[rel]
-        start = f"{rel}\t{size}\t{mtime}\t"
+        name = escape(rel)
+        start = f"{name}\t{size}\t{mtime}\t"
         if not headers:
             lines.append(start + "\t\n")
             continue
-        line = old.get(rel)
+        line = old.get(name)
         if line is not None and line.startswith(start) and not line.endswith("\t"):
             lines.append(line + "\n")
             continue
@@ -85,9 +99,29 @@ def shard_text(images_dir: str, relpaths: list[str], stats: dict[str, tuple[int,
 
 def header_sizes(text: str):
     """(path, (height, width) or None) of each line of a manifest's text."""
-    for line in text.splitlines()[1:]:
+    for line in _lines(text):
         path, _, _, h, w = line.split("\t")
-        yield path, ((int(h), int(w)) if h and h != "0" else None)
+        yield unescape(path), ((int(h), int(w)) if h and h != "0" else None)
+
+
+# A file name may hold a tab or a line end (Linux allows both; scraped sets have them): escaped, one line per image.
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+def escape(path: str) -> str:
+    return path.translate(str.maketrans(_ESCAPES)) if any(c in path for c in _ESCAPES) else path
+
+
+def unescape(field: str) -> str:
+    if "\\" not in field:
+        return field
+    return _UNESCAPE.sub(lambda m: {"t": "\t", "n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), field)
+
+
+def _lines(text: str) -> list[str]:
+    """The entries of a manifest's text: split on line feeds only (splitlines would also split a name at \\u2028)."""
+    return [line for line in text.split("\n")[1:] if line]
 
 
 def read_text(path: str) -> str:
@@ -102,17 +136,17 @@ def render(items: list[Entry]) -> str:
     lines = [_HEADER]
     for e in items:
         h, w = e.header or ("", "")
-        lines.append(f"{e.path}\t{e.size}\t{e.mtime_ns}\t{h}\t{w}\n")
+        lines.append(f"{escape(e.path)}\t{e.size}\t{e.mtime_ns}\t{h}\t{w}\n")
     return "".join(lines)
 
 
 def parse(text: str) -> list[Entry]:
     out = []
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if not line or line.startswith("#"):
             continue
         path, size, mtime, h, w = line.split("\t")
-        out.append(Entry(path, int(size), int(mtime), (int(h), int(w)) if h and h != "0" else None))
+        out.append(Entry(unescape(path), int(size), int(mtime), (int(h), int(w)) if h and h != "0" else None))
     return out
 
 
@@ -130,7 +164,7 @@ def write_if_changed(path: str, text: str, previous: str | None = None) -> bool:
     if (read_text(path) if previous is None else previous) == text:
         return False
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temp_name(path)
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)  # readers see the old manifest or the new one, never half of one

@@ -9,6 +9,7 @@ stats and report figures, so datasets of one run never overwrite each other.
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from .errors import ImgshardError
 from .labels import Labels, align, read_labels
 from .probe import CommonSize
 from .shard import assign, shard_name
+from .temp import remove_stale_temps
 
 # What only the single-dataset form sets at the top level; a dataset of the mapping sets its own.
 SINGLE_KEYS = ("images_dir", "image_list", "labels", "output")
@@ -112,22 +114,34 @@ def plan(config: dict, defaults: dict) -> dict[str, Dataset]:
 
 def _plan_one(name: str, s: dict) -> Dataset:
     images = find_images(s["images_dir"], s["image_list"])
-    labels, left_out = None, []
+    stats, unreadable = manifest.stat_all(s["images_dir"], images)
+    left_out = []
+    if unreadable:
+        # A dangling symbolic link (its target deleted, as happens in symlink farms), or a file gone since the scan.
+        if s["on_error"] != "skip":
+            first, reason = next(iter(unreadable.items()))
+            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            raise ImgshardError(f"{os.path.join(s['images_dir'], first)}: {reason}{more}; remove it, or set on_error: skip")
+        left_out = list(unreadable.items())
+        images = [rel for rel in images if rel not in unreadable]
+    labels = None
     if s["labels"]:
         labels = read_labels(s["labels"])
-        images, left_out, warnings = align(labels, images, s["labels"], s["on_error"])
+        images, unlabelled, warnings = align(labels, images, s["labels"], s["on_error"])
+        left_out += unlabelled
         for warning in warnings:
             print(f"imgshard: warning: {warning}", file=sys.stderr)
     dataset = Dataset(name, s, images, labels, left_out, (0, 0), assign(images, s["shards"]))
-    size = write_manifests(dataset, CommonSize(s["images_dir"]) if s["image_size"] is None else None)
+    size = write_manifests(dataset, stats, CommonSize(s["images_dir"]) if s["image_size"] is None else None)
     dataset.shape = tuple(s["image_size"]) if s["image_size"] else size.result(images)[:2]
     return dataset
 
 
-def write_manifests(dataset: Dataset, size: CommonSize | None) -> CommonSize | None:
+def write_manifests(dataset: Dataset, stats: dict[str, tuple[int, int]], size: CommonSize | None) -> CommonSize | None:
     """Bring every shard's manifest up to date; with ``size``, check each image's header size against it."""
     images_dir = dataset.settings["images_dir"]
-    stats = manifest.stat_all(images_dir, dataset.images)
+    # Manifests a scan killed midway left half-written: one look at the folder per run.
+    remove_stale_temps(glob.escape(dataset.stem) + ".shards/manifest-*.tsv")
     dataset.shard_bytes = [sum(stats[rel][0] for rel in relpaths) for relpaths in dataset.shards]
     for shard, relpaths in enumerate(dataset.shards):
         path = dataset.manifest(shard)

@@ -86,11 +86,46 @@ def gather_and_publish(shard_indexes: list[str], out_path: str, shape: tuple[int
     return done, snapshot, collect(out_path, keep_snapshots, set(done.parts))
 
 
-def regather_if_gone(out_path: str, stats_path: str) -> None:
-    """The gather's declared output is its stats file; when the dataset it publishes is gone
-    (deleted by hand), remove the stats too, so that Snakemake runs the gather again."""
-    if not os.path.exists(out_path) and os.path.exists(stats_path):
-        os.unlink(stats_path)
+def redo_what_is_damaged(out_path: str, stats_path: str, shard_indexes: list[str]) -> list[str]:
+    """Remove the outputs Snakemake would otherwise take as up to date though what they stand for is gone
+    or damaged, so that it runs their jobs again; what was wrong, a line each.
+
+    A shard whose part files are gone or no longer the size they were written
+    with (a copy cut short, a disk that filled) loses its index and stats, and
+    the gather its output too (Snakemake does not rebuild a missing file that
+    only a finished output needs). The gather's declared output is its stats
+    file: when the dataset it published is gone (deleted by hand) or no longer
+    its size, the stats go too.
+    """
+    import json
+
+    redo = []
+    folder = shards_dir(out_path)
+    for index in shard_indexes:
+        stats = index[: -len(".h5")] + ".json"
+        try:
+            with open(stats) as f:
+                parts = json.load(f).get("parts") or {}
+        except (FileNotFoundError, ValueError):
+            continue
+        for name, size in parts.items():
+            path = os.path.join(folder, name)
+            if not os.path.exists(path) or os.path.getsize(path) != size:
+                redo.append(f"{path}: {'gone' if not os.path.exists(path) else 'damaged (not the size it was written with)'}; its shard is rebuilt")
+                for stale in (index, stats, stats_path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(stale)
+                break
+    if os.path.exists(stats_path):
+        try:
+            with open(stats_path) as f:
+                size = json.load(f)["totals"]["dataset_bytes"]
+        except (ValueError, KeyError):
+            size = None
+        if not os.path.exists(out_path) or (size is not None and os.path.getsize(out_path) != size):
+            redo.append(f"{out_path}: {'gone' if not os.path.exists(out_path) else 'damaged'}; it is published again")
+            os.unlink(stats_path)
+    return redo
 
 
 def is_held(fd: int) -> bool:

@@ -28,6 +28,7 @@ What the new part holds (``Plan``):
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -40,6 +41,7 @@ import simplejpeg
 from . import __version__
 from .errors import ImgshardError
 from .index import ShardIndex, read_index
+from .temp import remove_stale_temps, temp_name
 
 PREVIOUS = "previous"
 SHARE = 0.25
@@ -91,11 +93,10 @@ def open_previous(shard_path: str, expected: str) -> ShardIndex | None:
     if index.attrs.get(FINGERPRINT) != expected or index.row_keys is None:
         print(f"reuse: {path} was built with other settings; decoding every image", file=sys.stderr)
         return None
-    folder = os.path.dirname(os.path.dirname(path))
-    for part in index.parts:
-        if not os.path.isfile(os.path.join(folder, part)):
-            print(f"reuse: {path} names {part}, which is gone; decoding every image", file=sys.stderr)
-            return None
+    damaged = index.damaged_parts(os.path.dirname(os.path.dirname(path)))
+    if damaged:
+        print(f"reuse: {damaged[0]}, a part {path} names, is gone or damaged; decoding every image", file=sys.stderr)
+        return None
     return index
 
 
@@ -137,9 +138,10 @@ def plan(previous: ShardIndex | None, keys: list[bytes] | None, n: int) -> Plan:
 def keep(shard_path: str) -> None:
     """Give the finished ``shard_path`` its second name, replacing the previous one atomically."""
     path = previous_path(shard_path)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temp_name(path)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        remove_stale_temps(glob.escape(path))
         if os.path.exists(tmp):
             os.unlink(tmp)
         os.link(shard_path, tmp)

@@ -19,11 +19,11 @@ import uuid
 
 import h5py
 import numpy as np
-import psutil
 
 from .errors import DiskFull
 from .index import IMAGES, MASKS
 from .space import human
+from .temp import remove_stale_temps, temp_name
 
 PARTS_DIR = "parts"
 # Rows copied from an older part go through a buffer of about this size.
@@ -68,22 +68,6 @@ def disk_full(path: str, error: Exception) -> DiskFull | None:
         return None
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     return DiskFull(f"{path}: disk full (No space left on device), {human(free)} free; nothing of it was kept")
-
-
-def temp_name(path: str) -> str:
-    return f"{path}.tmp-{os.getpid()}"
-
-
-def remove_stale_temps(pattern: str) -> list[str]:
-    """Remove the temporary files matching ``pattern`` + ``.tmp-<pid>`` whose writer is gone; their paths."""
-    removed = []
-    for tmp in glob.glob(pattern + ".tmp-*"):
-        pid = tmp.rsplit("-", 1)[-1]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-                removed.append(tmp)
-    return removed
 
 
 def runs(pairs: list[tuple[int, int]]):

@@ -13,6 +13,7 @@ def test_benchmark_smoke(tmp_path):
         ["--count", "4", "--height", "40", "--width", "60", "--rounds", "1", "--shards", "2"]
         + ["--scale", "40:2,60:2", "--photos", "1", "--data", str(tmp_path / "data"), "--out", str(out)]
         + ["--resized", "4", "--reruns", "4,6", "--mixed", "1", "--mixed-scale", "0.05"]
+        + ["--read-count", "8", "--open-rows", "40"]
     )
     assert set(results["contenders"]) == {"serial", "pool", "pipeline", "incremental", "limit"}
     assert results["pipeline_time_split"]["startup"] > 0 and results["pipeline_time_split"]["write"] > 0
@@ -27,7 +28,14 @@ def test_benchmark_smoke(tmp_path):
     assert around["resized"][0]["limit_imread"] > 0 and "| limit with imread |" in (out / "results.md").read_text()
     assert [x["images"] for x in around["reruns"]] == [4, 6] and around["write_bandwidth"]["plain_write_gb_s"] > 0
     assert [x["cores"] for x in around["estimate"]["rows"]][1:] == [16, 64]
-    assert len(results["targets"]) == 5 + 2 + 2 + 6
+    read = results["reading"]
+    assert [x["set"] for x in read["sets"]] == ["224x224", "350x525"]
+    for x in read["sets"]:
+        assert set(x["images_per_s"]) >= {"limit", "loader/copy", "loader/virtual", "dataloader/virtual", "jpeg_folder", "litdata"}
+        assert all(v > 0 for v in x["images_per_s"].values())
+    assert set(read["compressed"]["images_per_s"]) == {"none", "lzf", "gzip"} and read["open"]["rows"] == 40
+    assert "| `imgshard.Loader` |" in (out / "results.md").read_text()
+    assert len(results["targets"]) == 5 + 2 + 2 + 6 + 9
     assert json.loads((out / "results.json").read_text()) == results
     assert "| pipeline |" in (out / "results.md").read_text() and "| reducing_gap |" in (out / "results.md").read_text()
     assert "| one changed | one added | one removed |" in (out / "results.md").read_text()

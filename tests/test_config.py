@@ -19,7 +19,9 @@ from tests.conftest import REPO, jobs_run, snakemake
         ({"compression": "zstd"}, r"config: compression = 'zstd' is invalid"),
         ({"on_error": "ignore"}, r"config: on_error = 'ignore' is invalid"),
         ({"output": "results/data.zip"}, r"config: output = 'results/data.zip' is invalid"),
-        ({"shard": 4}, r"config: Additional properties are not allowed \('shard' was unexpected\)"),
+        ({"shard": 4}, r"config: Additional properties are not allowed \('shard' was unexpected\): did you mean 'shards' for 'shard'\?"),
+        ({"image_szie": "[8,8]"}, r"did you mean 'image_size' for 'image_szie'\?"),
+        ({"nonsense_key": 1}, r"\('nonsense_key' was unexpected\) \(known keys: check_disk_space, .*workers\)"),
         ({"images_dir": "no/such/folder"}, r"images_dir: 'no/such/folder' is not a folder"),
     ],
 )
@@ -44,7 +46,8 @@ def test_empty_folder_is_an_error(tmp_path, workdir):
 
 def test_default_images_dir_missing_points_at_make_demo(workdir):
     proc = snakemake(workdir, check=False)
-    assert "images_dir: 'demo/train_images' is not a folder (`make demo` writes the demo images" in proc.stdout
+    assert f"images_dir: 'demo/train_images' is not a folder: '{workdir}/demo/train_images' does not exist" in proc.stdout
+    assert f"(relative paths resolve against snakemake's working directory, {workdir}) (`make demo` writes the demo images" in proc.stdout
 
 
 def test_every_schema_key_has_a_default_in_config_yaml():

@@ -123,8 +123,8 @@ def test_image_without_a_row_or_row_without_an_image_fails_clearly(clouds, workd
     csv.write_text(csv.read_text() + "gone.jpg_Fish,1 5\n")
     proc = snakemake(workdir, check=False, images_dir=images, labels=csv)
     assert proc.returncode != 0
-    assert f"labels '{csv}': 1 images have no row (first: extra/sub/img0000.jpg);" in proc.stdout
-    assert "1 rows name images not in images_dir (first: gone.jpg); fix the CSV or set on_error: skip" in proc.stdout
+    assert f"labels '{csv}': 1 image has no row (first: extra/sub/img0000.jpg);" in proc.stdout
+    assert "1 row names an image not in images_dir (first: gone.jpg); fix the CSV or set on_error: skip" in proc.stdout
     assert jobs_run(proc.stdout, "decode_shard") == 0
 
 

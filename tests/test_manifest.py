@@ -74,7 +74,7 @@ def test_a_freshly_written_file_is_stated_only_once_it_is_old_enough(tmp_path):
     result = {}
 
     def scan():
-        result["stats"] = manifest.stat_all(str(tmp_path), ["a.jpg"])
+        result["stats"] = manifest.stat_all(str(tmp_path), ["a.jpg"])[0]
         result["done"] = time.time()
 
     thread = threading.Thread(target=scan)
@@ -100,14 +100,14 @@ def test_only_new_or_changed_files_have_their_header_read(tmp_path):
     """A header size in the previous manifest is reused while path, size and mtime match."""
     make_images(tmp_path, 3)
     rels = ["img0001.jpg", "img0002.jpg"]
-    stats = manifest.stat_all(str(tmp_path), rels)
+    stats = manifest.stat_all(str(tmp_path), rels)[0]
     first = manifest.shard_text(str(tmp_path), rels, stats, "", headers=True)
     assert list(manifest.header_sizes(first)) == [("img0001.jpg", (48, 64)), ("img0002.jpg", (48, 64))]
     planted = first.replace("\t48\t64", "\t1\t1")  # what an earlier run read, as far as the scan can tell
     again = manifest.shard_text(str(tmp_path), rels, stats, planted, headers=True)
     assert again == planted  # taken from the manifest, not read again
     cv2.imwrite(str(tmp_path / "img0002.jpg"), cv2.imread(str(tmp_path / "img0002.jpg"))[:40])
-    stats = manifest.stat_all(str(tmp_path), rels)
+    stats = manifest.stat_all(str(tmp_path), rels)[0]
     changed = manifest.shard_text(str(tmp_path), rels, stats, planted, headers=True)
     assert list(manifest.header_sizes(changed)) == [("img0001.jpg", (1, 1)), ("img0002.jpg", (40, 64))]
 
@@ -117,6 +117,6 @@ def test_a_header_without_a_size_is_looked_at_once(tmp_path):
 
     path = every_format(tmp_path)["tiff"]
     rel = path.name
-    stats = manifest.stat_all(str(tmp_path), [rel])
+    stats = manifest.stat_all(str(tmp_path), [rel])[0]
     text = manifest.shard_text(str(tmp_path), [rel], stats, "", headers=True)
     assert text.endswith("\t0\t0\n") and list(manifest.header_sizes(text)) == [(rel, None)]

@@ -139,11 +139,13 @@ def source_offsets(path: str, name: str, tail: tuple) -> np.ndarray | None:
                 raise ImgshardError(f"{path}: {name} rows are {ds.shape[1:]}, the dataset's are {tail}")
             offsets = _file_offsets(ds)
             if offsets is not None and len(offsets) and os.path.getsize(path) < offsets.max() + int(np.prod(tail)):
-                raise ImgshardError(f"{path}: truncated (its rows end past its {os.path.getsize(path)} bytes); rebuild the dataset")
+                raise ImgshardError(f"{path}: truncated (its rows end past its {os.path.getsize(path)} bytes); rebuild the dataset (snakemake --cores N)")
             return offsets
     except FileNotFoundError:
         raise ImgshardError(f"{path}: part file of the virtual dataset is missing (it would read as zeros); rebuild the dataset") from None
     except OSError as e:
+        if "truncated file" in str(e):
+            raise ImgshardError(f"{path}: truncated (shorter than HDF5 wrote it); rebuild the dataset (snakemake --cores N)") from None
         raise ImgshardError(f"{path}: part file of the virtual dataset cannot be read ({e}); rebuild the dataset") from None
 
 

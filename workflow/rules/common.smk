@@ -17,7 +17,7 @@ from imgshard.config import (
 from imgshard.index import FORMAT
 from imgshard.jobs import job_argument, prune_spilled
 from imgshard.plan import plan
-from imgshard.publish import regather_if_gone
+from imgshard.publish import redo_what_is_damaged
 from imgshard.space import check_free_space
 
 try:
@@ -35,7 +35,13 @@ _first = next(iter(DATASETS.values()))
 RESULTS = os.path.join(os.path.dirname(_first.output), "")
 EXT = os.path.splitext(_first.output)[1]
 for _dataset in DATASETS.values():
-    regather_if_gone(_dataset.output, f"{_dataset.stem}.stats.json")
+    _indexes = [
+        f"{_dataset.stem}.shards/shard-{name}.h5" for name in _dataset.shard_names
+    ]
+    for _problem in redo_what_is_damaged(
+        _dataset.output, f"{_dataset.stem}.stats.json", _indexes
+    ):
+        print(f"imgshard: {_problem}", file=sys.stderr)
 WORKERS = resolve_workers(config["workers"])
 
 # A job's Python: this one's, as `script:` would pick it, unless the job runs in

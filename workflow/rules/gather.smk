@@ -3,7 +3,7 @@
 # The dataset (results/<dataset>.h5) is not a declared output: Snakemake would
 # delete it before the job runs, under any reader that has it open. The job
 # publishes a new snapshot of it in one atomic step instead (imgshard/publish.py);
-# regather_if_gone (common.smk) reruns the job when that file is gone.
+# redo_what_is_damaged (common.smk) reruns the job when that file is gone.
 rule gather:
     input:
         shards=get_shard_files,

@@ -1,0 +1,220 @@
+"""One reader of a built dataset, timed over a shuffled epoch in a process of its own; prints JSON.
+
+    python -m benchmarks.readers READER DATASET [--batch 64] [--workers 2] [--cold] [--sequential]
+
+Every reader first reads one epoch to warm the page cache (and start its
+workers), then is timed over whole epochs until a second has passed:
+images/s of a steady state. With --cold, the dataset's files are dropped
+from the page cache (``posix_fadvise(DONTNEED)``) before one timed epoch. The caller's loop
+takes each batch and does nothing with it, as a training step would hand it
+on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import h5py
+import numpy as np
+
+SEED = 0
+
+
+def drop_cache(paths: list[str]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def files_of(dataset: str) -> list[str]:
+    from imgshard.read import Snapshot
+
+    snapshot = Snapshot(dataset)
+    try:
+        return list(snapshot.layout.files)
+    finally:
+        snapshot.close()
+
+
+def limit(dataset: str, args) -> callable:
+    """The issue's limit: one process, ``read_direct_chunk`` of each row's chunk, shuffled, into one buffer."""
+    f = h5py.File(dataset, "r")
+    images = f["images"]
+    n = images.shape[0]
+    buffer = np.empty((args.batch, int(np.prod(images.shape[1:]))), np.uint8)
+
+    def epoch(e: int) -> int:
+        order = np.random.default_rng([SEED, e]).permutation(n).tolist()
+        for j, i in enumerate(order):
+            images.id.read_direct_chunk((i, 0, 0, 0), out=buffer[j % args.batch])
+        return n
+
+    return epoch
+
+
+def pread_limit(dataset: str, args) -> callable:
+    """The bytes on this layout: one thread, one ``preadv`` per row at its offset, shuffled, into one buffer."""
+    from imgshard.read import Snapshot
+
+    snapshot = Snapshot(dataset)
+    layout = snapshot.layout
+    fds = snapshot.fds()
+    buffer = np.empty((args.batch, layout.row_bytes), np.uint8)
+    views = [memoryview(row) for row in buffer]
+    n = len(snapshot)
+
+    def epoch(e: int) -> int:
+        order = np.random.default_rng([SEED, e]).permutation(n)
+        files, offsets = layout.file_of[order].tolist(), layout.offset[order].tolist()
+        for j, (file, offset) in enumerate(zip(files, offsets)):
+            os.preadv(fds[file], (views[j % args.batch],), offset)
+        return n
+
+    return epoch
+
+
+def loader(dataset: str, args) -> callable:
+    from imgshard import Loader
+
+    ld = Loader(dataset, batch_size=args.batch, shuffle=not args.sequential, seed=SEED)
+
+    def epoch(e: int) -> int:
+        ld.set_epoch(e)
+        return sum(len(images) for images, _ in ld)
+
+    return epoch
+
+
+def batches(dataset: str, args) -> callable:
+    from imgshard import batches as batches_of
+
+    def epoch(e: int) -> int:
+        return sum(len(images) for images, _ in batches_of(dataset, args.batch, shuffle=True, seed=e))
+
+    return epoch
+
+
+def _torch_epochs(loader) -> callable:
+    def epoch(e: int) -> int:
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(e)
+        count = 0
+        for batch in loader:
+            if isinstance(batch, dict):  # LitData: a column per field
+                batch = next(iter(batch.values()))
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            count += len(images)
+        return count
+
+    return epoch
+
+
+def dataloader(dataset: str, args) -> callable:
+    """H5ImageDataset in torch's DataLoader: batches read at once in each worker (``collate``)."""
+    import torch
+
+    from imgshard import H5ImageDataset, collate
+
+    ds = H5ImageDataset(dataset)
+    return _torch_epochs(
+        torch.utils.data.DataLoader(
+            ds, batch_size=args.batch, shuffle=True, num_workers=args.workers, persistent_workers=True, collate_fn=collate
+        )
+    )
+
+
+def dataloader_default_collate(dataset: str, args) -> callable:
+    """The same with torch's default collate: the items stacked once more in each worker."""
+    import torch
+
+    from imgshard import H5ImageDataset
+
+    ds = H5ImageDataset(dataset)
+    return _torch_epochs(torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, num_workers=args.workers, persistent_workers=True))
+
+
+class JpegFolder:
+    """What users do without imgshard: decode and resize every JPEG in every epoch."""
+
+    def __init__(self, folder: str, size: tuple[int, int]):
+        self.paths = sorted(os.path.join(folder, p) for p in os.listdir(folder) if p.endswith(".jpg"))
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        import cv2
+
+        cv2.setNumThreads(1)
+        image = cv2.imread(self.paths[i], cv2.IMREAD_COLOR_RGB)
+        return cv2.resize(image, self.size[::-1], interpolation=cv2.INTER_AREA)
+
+
+def jpeg_folder(folder: str, args) -> callable:
+    import torch
+
+    height, width = map(int, args.size.split(","))
+    ds = JpegFolder(folder, (height, width))
+    return _torch_epochs(torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, num_workers=args.workers, persistent_workers=True))
+
+
+def litdata(folder: str, args) -> callable:
+    """LitData's StreamingDataLoader over an ``optimize``d copy of the same decoded arrays."""
+    import litdata as ld
+
+    ds = ld.StreamingDataset(folder, shuffle=True, seed=SEED)
+    return _torch_epochs(ld.StreamingDataLoader(ds, batch_size=args.batch, num_workers=args.workers, persistent_workers=True))
+
+
+READERS = {
+    "limit": limit,
+    "pread_limit": pread_limit,
+    "loader": loader,
+    "batches": batches,
+    "dataloader": dataloader,
+    "dataloader_default_collate": dataloader_default_collate,
+    "jpeg_folder": jpeg_folder,
+    "litdata": litdata,
+}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser()
+    p.add_argument("reader", choices=READERS)
+    p.add_argument("dataset")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--warm", type=int, default=1, help="epochs read before timing")
+    p.add_argument("--seconds", type=float, default=1.0, help="time whole epochs until this many seconds have passed")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--size", default="224,224", help="jpeg_folder: the size to resize to")
+    p.add_argument("--cold", action="store_true", help="drop the dataset's files from the page cache before the timed epoch")
+    p.add_argument("--sequential", action="store_true", help="loader: rows in order, not shuffled")
+    args = p.parse_args(argv)
+    epoch = READERS[args.reader](args.dataset, args)
+    for e in range(args.warm):  # page cache, workers started
+        epoch(e)
+    if args.cold:
+        drop_cache(files_of(args.dataset))
+    # Timed epochs until at least --seconds have passed (one only when cold): short epochs are noisy.
+    count = epochs = 0
+    started = time.perf_counter()
+    while True:
+        count += epoch(args.warm + epochs)
+        epochs += 1
+        seconds = time.perf_counter() - started
+        if args.cold or seconds >= args.seconds:
+            break
+    out = {"reader": args.reader, "images": count, "epochs": epochs, "seconds": round(seconds, 4), "images_per_s": round(count / seconds, 1)}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Reading a built dataset every epoch: each reader's images/s over shuffled epochs, against the stored bytes' limit.
+
+Two sets, as a training job reads them: 4,096 JPEGs of 300x400 resized to
+224x224 (0.15 MB a row), and the 512 Clouds JPEGs resized to 350x525 (0.55 MB
+a row), each built with both gather modes. Every reader runs in a process of
+its own (benchmarks/readers.py), page cache warm, batch 64, 2 workers where it
+has workers; rounds rotate the order and the table takes medians. Also: a
+compressed dataset, a cold page cache (shuffled against sequential), and the
+time a reader takes to open a dataset of a million rows.
+
+Called by bench.main, or alone: python -m benchmarks.reading [--rounds 3].
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .common import REPO, fresh, generate, pipeline, say
+
+SMALL = (224, 224)  # from JPEGs of SMALL_SOURCE
+SMALL_SOURCE = (300, 400)
+CLOUDS = (350, 525)  # from the benchmark's full-size Clouds set
+DATASET_READERS = ["pread_limit", "loader", "batches", "dataloader", "dataloader_default_collate"]
+
+
+def reader(name: str, target: Path, *extra: str) -> float:
+    """Images/s of one reader, in a process of its own."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.readers", name, str(target), *extra], cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reader {name} on {target} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["images_per_s"]
+
+
+def _size_of(jpeg: Path) -> tuple[int, int]:
+    from imgshard.probe import header_size
+
+    return header_size(str(jpeg))
+
+
+def build(source: Path, work: Path, size: tuple[int, int], cores: int, **config) -> Path:
+    fresh(work)
+    pipeline(source, work, cores, image_size=f"[{size[0]},{size[1]}]", **config)
+    return work / "results/dataset.h5"
+
+
+def chunked_copy(dataset: Path, out: Path) -> Path:
+    """The same pixels, one chunk per row, for the limit as the issue defines it (read_direct_chunk)."""
+    with h5py.File(dataset) as src, h5py.File(out, "w") as dst:
+        images = src["images"]
+        target = dst.create_dataset("images", images.shape, np.uint8, chunks=(1, *images.shape[1:]))
+        for start in range(0, images.shape[0], 64):
+            target[start : start + 64] = images[start : start + 64]
+    return out
+
+
+def _litdata_row(args):
+    path, i = args
+    with h5py.File(path) as f:
+        return {"image": f["images"][i]}
+
+
+def litdata_copy(dataset: Path, out: Path) -> Path:
+    """LitData's own format of the same decoded arrays (``litdata.optimize``)."""
+    import litdata
+
+    with h5py.File(dataset) as f:
+        n = f["images"].shape[0]
+    shutil.rmtree(out, ignore_errors=True)
+    litdata.optimize(fn=_litdata_row, inputs=[(str(dataset), i) for i in range(n)], output_dir=str(out), chunk_bytes="64MB", num_workers=2, mode="overwrite")
+    return out
+
+
+def one_set(data: Path, name: str, images: Path, size: tuple[int, int], cores: int, rounds: int) -> dict:
+    count = len(list(images.glob("*.jpg")))
+    height, width = _size_of(next(images.glob("*.jpg")))
+    built = {mode: build(images, data / f"read-{name}-{mode}", size, cores, gather=mode) for mode in ("copy", "virtual")}
+    limit_file = chunked_copy(built["copy"], data / f"read-{name}-limit.h5")
+    lit = litdata_copy(built["copy"], data / f"read-{name}-litdata")
+    runs: dict[str, list[float]] = {}
+    units = [("limit", limit_file, ())]
+    units += [(f"{r}/{mode}", built[mode], ()) for r in DATASET_READERS for mode in built]
+    units += [("jpeg_folder", images, ("--size", f"{size[0]},{size[1]}")), ("litdata", lit, ())]
+    for r in range(rounds):
+        for label, target, extra in units[r % len(units) :] + units[: r % len(units)]:
+            runs.setdefault(label, []).append(reader(label.split("/")[0], target, *extra))
+    rates = {label: round(statistics.median(v), 1) for label, v in runs.items()}
+    out = {"set": name, "images": count, "source": [height, width], "size": list(size), "row_mb": round(size[0] * size[1] * 3 / 1e6, 3)}
+    out["images_per_s"] = rates
+    out["share_of_limit"] = {label: round(v / rates["limit"], 2) for label, v in rates.items()}
+    say(f"reading {name}: {rates}")
+    return out
+
+
+def compressed(data: Path, images: Path, cores: int, rounds: int) -> dict:
+    """The Loader on the 224x224 set stored uncompressed, lzf and gzip (copy): what decompression costs."""
+    name = "x".join(map(str, SMALL))
+    built = {c: build(images, data / f"read-{name}-{c}", SMALL, cores, gather="copy", compression=c) for c in ("none", "lzf", "gzip")}
+    rates = {c: round(statistics.median(reader("loader", path) for _ in range(rounds)), 1) for c, path in built.items()}
+    out = {"images_per_s": rates, "bytes": {c: path.stat().st_size for c, path in built.items()}}
+    out["share_of_uncompressed"] = {c: round(v / rates["none"], 3) for c, v in rates.items()}
+    say(f"compressed: {out}")
+    for c in ("lzf", "gzip"):
+        shutil.rmtree(data / f"read-{name}-{c}", ignore_errors=True)
+    return out
+
+
+def cold(data: Path, rounds: int) -> dict:
+    """One epoch with the page cache dropped: shuffled rows against the same rows in order, 350x525 copy."""
+    path = data / f"read-{CLOUDS[0]}x{CLOUDS[1]}-copy/results/dataset.h5"
+    rates = {}
+    for label, extra in (("shuffled", ()), ("sequential", ("--sequential",))):
+        rates[label] = round(statistics.median(reader("loader", path, "--cold", *extra) for _ in range(rounds)), 1)
+    row_mb = CLOUDS[0] * CLOUDS[1] * 3 / 1e6
+    out = {"images_per_s": rates, "mb_per_s": {k: round(v * row_mb, 1) for k, v in rates.items()}}
+    out["shuffled_over_sequential"] = round(rates["shuffled"] / rates["sequential"], 2)
+    say(f"cold page cache: {out}")
+    return out
+
+
+def million(data: Path, rows: int, parts: int) -> dict:
+    """Open a dataset of ``rows`` rows (8x8 pixels: opening does not depend on their size), virtual over
+    ``parts`` part files and copied: gather, then a Loader's and an H5ImageDataset's open, each in a new process."""
+    from imgshard.index import ShardIndex, write_index
+    from imgshard.publish import gather_and_publish
+    from imgshard.write import PartWriter
+
+    root = fresh(data / f"open-{rows}")
+    shards_dir = root / "results/dataset.shards"
+    shards_dir.mkdir(parents=True)
+    per = rows // parts
+    pixels = np.random.default_rng(0).integers(0, 256, (per, 8, 8, 3), dtype=np.uint8)
+    indexes = []
+    for k in range(parts):
+        writer = PartWriter(str(shards_dir), f"{k:04d}", per, (8, 8), "none")
+        writer.write(pixels, [(i, i) for i in range(per)])
+        writer.finish()
+        index = ShardIndex(
+            paths=[f"c{k:04d}/{i:07d}.jpg" for i in range(per)], sha256=["0" * 64] * per, sizes=np.full((per, 2), 8, np.int32),
+            parts=[writer.name], part_rows=[per], part=np.zeros(per, np.int32), row=np.arange(per, dtype=np.int64),
+        )  # fmt: skip
+        indexes.append(str(shards_dir / f"shard-{k:04d}.h5"))
+        write_index(indexes[-1], index)
+    out = {"rows": rows, "parts": parts}
+    for mode in ("virtual", "copy"):
+        path = root / f"results/{mode}.h5"
+        started = time.perf_counter()
+        gather_and_publish(indexes, str(path), (8, 8), mode=mode)
+        out[f"gather_{mode}_s"] = round(time.perf_counter() - started, 2)
+        for kind, code in (("loader", "Loader(path, batch_size=64)"), ("dataset", "H5ImageDataset(path)")):
+            timer = f"import sys, time; from imgshard import Loader, H5ImageDataset; path = sys.argv[1]; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
+            seconds = [float(subprocess.run([sys.executable, "-c", timer, str(path)], cwd=REPO, capture_output=True, text=True, check=True).stdout) for _ in range(3)]
+            out[f"open_{kind}_{mode}_s"] = round(statistics.median(seconds), 2)
+    say(f"open at {rows:,} rows: {out}")
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def targets(r: dict) -> list[tuple]:
+    out = []
+    for s in r.get("sets", []):
+        share = s["share_of_limit"]
+        for mode in ("copy", "virtual"):
+            v = share[f"loader/{mode}"]
+            out.append((f"reading {s['set']}: Loader ({mode}) at least 0.8x the limit", ">= 0.8", v, v >= 0.8))
+        for mode in ("copy", "virtual"):
+            v = share[f"dataloader/{mode}"]
+            out.append((f"reading {s['set']}: DataLoader(H5ImageDataset), 2 workers ({mode}) at least 0.15x the limit", ">= 0.15", v, v >= 0.15))
+    if r.get("open"):
+        o = r["open"]
+        worst = max(o[f"open_loader_{m}_s"] for m in ("virtual", "copy"))
+        out.append((f"a Loader on {o['rows']:,} rows opens in a few seconds (virtual over {o['parts']} parts, and copy)", "<= 5 s", worst, worst <= 5))
+    return out  # fmt: skip
+
+
+def run(data: Path, clouds: Path, cores: int, rounds: int, small_count: int = 4096, open_rows: int = 1_000_000, open_parts: int = 1000) -> dict:
+    """``clouds``: the benchmark's full-size Clouds JPEGs, read at 350x525; the 224x224 set is ``small_count`` JPEGs of 300x400."""
+    small = generate(data / f"full-{small_count}-{SMALL_SOURCE[0]}x{SMALL_SOURCE[1]}", small_count, *SMALL_SOURCE, cores)
+    sets = [("x".join(map(str, SMALL)), small, SMALL), ("x".join(map(str, CLOUDS)), clouds, CLOUDS)]
+    out = {"sets": [one_set(data, name, images, size, cores, rounds) for name, images, size in sets]}
+    out["compressed"] = compressed(data, small, cores, rounds)
+    out["cold"] = cold(data, rounds)
+    if open_rows:
+        out["open"] = million(data, open_rows, min(open_parts, open_rows))
+    for name, _, _ in sets:
+        for kind in ("copy", "virtual", "none"):
+            shutil.rmtree(data / f"read-{name}-{kind}", ignore_errors=True)
+        shutil.rmtree(data / f"read-{name}-litdata", ignore_errors=True)
+        (data / f"read-{name}-limit.h5").unlink(missing_ok=True)
+    return out
+
+
+LABELS = {
+    "limit": "limit: `read_direct_chunk` of each row's chunk, one process",
+    "pread_limit": "one `preadv` per row at its offset, one thread",
+    "loader": "`imgshard.Loader`",
+    "batches": "`imgshard.batches(shuffle=True)`",
+    "dataloader": "`DataLoader(H5ImageDataset, collate_fn=imgshard.collate)`, 2 workers",
+    "dataloader_default_collate": "the same with torch's default collate",
+    "jpeg_folder": "DataLoader decoding the JPEG folder, 2 workers",
+    "litdata": "LitData `StreamingDataLoader`, 2 workers",
+}
+
+
+def markdown(r: dict) -> list[str]:
+    if not r.get("sets"):
+        return []
+    sets = r["sets"]
+    lines = ["", "Reading a built dataset: images/s over shuffled epochs, page cache warm, batch 64 (share of the limit); copy / virtual:", ""]
+    lines += ["| reader | " + " | ".join(f"{s['set']} ({s['images']:,} images, {s['row_mb']} MB a row)" for s in sets) + " |"]
+    lines += ["|---|" + "---:|" * len(sets)]
+    for key, label in LABELS.items():
+        cells = []
+        for s in sets:
+            rate, share = s["images_per_s"], s["share_of_limit"]
+            if key in rate:
+                cells.append(f"{rate[key]:,.0f} ({share[key]:.2f}x)")
+            else:
+                cells.append(" / ".join(f"{rate[f'{key}/{m}']:,.0f} ({share[f'{key}/{m}']:.2f}x)" for m in ("copy", "virtual")))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    c = r.get("compressed")
+    if c:
+        lines += ["", "The Loader on the 224x224 set by compression (copy): "
+                  + ", ".join(f"{k} {v:,.0f} images/s ({c['share_of_uncompressed'][k]:.2f}x, {c['bytes'][k] / 1e6:,.0f} MB)" for k, v in c["images_per_s"].items()) + "."]
+    k = r.get("cold")
+    if k:
+        lines += ["", f"Page cache dropped (`posix_fadvise(DONTNEED)`), one epoch of the 350x525 set (copy) through the Loader: shuffled {k['images_per_s']['shuffled']:,.0f}"
+                  f" images/s ({k['mb_per_s']['shuffled']} MB/s), in order {k['images_per_s']['sequential']:,.0f} ({k['mb_per_s']['sequential']} MB/s): {k['shuffled_over_sequential']}x."]
+    o = r.get("open")
+    if o:
+        lines += ["", f"Opening {o['rows']:,} rows (virtual over {o['parts']} part files / copy), seconds in a new process: Loader {o['open_loader_virtual_s']} / {o['open_loader_copy_s']},"
+                  f" H5ImageDataset {o['open_dataset_virtual_s']} / {o['open_dataset_copy_s']}; the gather that wrote them {o['gather_virtual_s']} / {o['gather_copy_s']}."]
+    return lines  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--data", default=str(REPO / "benchmarks/.data"))
+    p.add_argument("--open-rows", type=int, default=1_000_000)
+    p.add_argument("--clouds", default=str(REPO / "benchmarks/.data/full-512-1400x2100"), help="the full-size Clouds set (make bench makes it)")
+    args = p.parse_args(argv)
+    result = run(Path(args.data), Path(args.clouds), args.cores, args.rounds, open_rows=args.open_rows)
+    print("\n".join(markdown(result)))
+    return result
+
+
+if __name__ == "__main__":
+    main()
