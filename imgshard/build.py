@@ -64,6 +64,7 @@ def decode_shard(
     shard_name: str | None = None,
     workers: int = 1,
     shm_budget_mb: int = 1024,
+    jobs_at_once: int = 1,
     compression: str = "none",
     on_error: str = "fail",
     start_method: str = "forkserver",
@@ -73,7 +74,8 @@ def decode_shard(
 ) -> ShardResult:
     """Decode ``sources`` into a part file beside ``out_path`` and write the shard's index to ``out_path``.
 
-    ``relpaths`` are what it records. ``labels`` (every relpath must have a row)
+    ``relpaths`` are what it records. ``jobs_at_once``: the shard jobs that may
+    run side by side on this machine, sharing its /dev/shm. ``labels`` (every relpath must have a row)
     adds ``masks`` or ``labels``. ``source_stats``, each source's (size, mtime_ns)
     as the manifest saw it, turns reuse on: images unchanged since the previous
     index keep their rows, and this index becomes the next run's previous one.
@@ -98,11 +100,10 @@ def decode_shard(
 
     # 2. decode: buffers in /dev/shm, and the workers that decode into them
     height, width = geometry.shape
-    rows, nbuf = plan_buffers(len(todo), height * width * (3 + k_masks), shm_budget_mb * MB, shm.free_bytes())
     tag = run_tag(out_path)
-    names = [shm.segment_name(tag, shard, k) for k in range(nbuf)]
-    mask_names = [shm.segment_name(tag, shard, k, "m") for k in range(nbuf)] if k_masks else []
-    result = ShardResult(buffer_rows=rows, buffers=nbuf, fresh=plan.fresh)
+    names = [shm.segment_name(tag, shard, k) for k in range(2)]
+    mask_names = [shm.segment_name(tag, shard, k, "m") for k in range(2)] if k_masks else []
+    result = ShardResult(fresh=plan.fresh)
     buffers: list[np.ndarray] = []
     mask_buffers: list[np.ndarray] = []
     pool = writer = None
@@ -110,10 +111,18 @@ def decode_shard(
     shards_dir = os.path.dirname(os.path.abspath(out_path))
     finished = False
     try:
-        for name in names:
-            buffers.append(shm.create(name, (rows, height, width, 3)))
-        for name in mask_names:
-            mask_buffers.append(shm.create(name, (rows, height, width, k_masks)))
+        # Sized and allocated under one lock with the jobs that run beside this one: each takes its
+        # share of what /dev/shm really has free, and the next sees what is left.
+        with shm.reservation():
+            rows, nbuf = plan_buffers(
+                len(todo), height * width * (3 + k_masks), shm_budget_mb * MB, shm.free_bytes(), max(1, jobs_at_once - shm.holders())
+            )
+            names, mask_names = names[:nbuf], mask_names[:nbuf]
+            result.buffer_rows, result.buffers = rows, nbuf
+            for name in names:
+                buffers.append(shm.create(name, (rows, height, width, 3), reserve=True))
+            for name in mask_names:
+                mask_buffers.append(shm.create(name, (rows, height, width, k_masks), reserve=True))
         if todo:
             pool = Workers(max(1, min(workers, len(todo))), start_method, names, mask_names, geometry)
         rles = [targets[i] for i in todo] if k_masks else None

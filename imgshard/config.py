@@ -36,6 +36,11 @@ def shard_workers(workers: int | str, shards: int, cores: int | None) -> int:
     return max(1, math.ceil(available / shards))
 
 
+def jobs_at_once(threads: int, cores: int | None) -> int:
+    """Shard jobs of ``threads`` each that ``cores`` lets run side by side; 1 on a cluster (no ``cores``: a node each)."""
+    return max(1, cores // max(1, min(threads, cores))) if cores else 1
+
+
 def shard_shm_mb(budget_mb: int, threads: int, cores: int | None, row_bytes: int) -> int:
     """The shared memory one shard job may hold: ``shm_budget_mb`` shared out over the jobs that run at once.
 
@@ -49,7 +54,7 @@ def shard_shm_mb(budget_mb: int, threads: int, cores: int | None, row_bytes: int
     """
     if not cores:
         return budget_mb
-    at_once = max(1, cores // max(1, min(threads, cores)))
+    at_once = jobs_at_once(threads, cores)
     two_rows = math.ceil(2 * row_bytes / 2**20)
     return max(budget_mb // at_once, min(budget_mb, two_rows))
 

@@ -209,6 +209,7 @@ def decode_shard_job(job) -> None:
         shard_name=os.path.basename(job.out).removeprefix("shard-").removesuffix(".h5"),
         workers=job.threads,
         shm_budget_mb=job.shm_mb,
+        jobs_at_once=getattr(job, "jobs_at_once", 1),
         compression=job.params.pixels["compression"],
         on_error=job.params.on_error,
         start_method=start_method(job.start_method),

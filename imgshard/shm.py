@@ -9,6 +9,9 @@ live segment of a concurrent one.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import re
 import shutil
@@ -27,8 +30,21 @@ def segment_name(tag: str, shard: int, k: int, kind: str = "b") -> str:
     return f"{PREFIX}-{tag}-s{shard}-p{os.getpid()}-{kind}{k}"
 
 
-def create(name: str, shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
-    return sa.create(f"shm://{name}", shape, dtype=dtype)
+def create(name: str, shape: tuple[int, ...], dtype=np.uint8, reserve: bool = False) -> np.ndarray:
+    """A new segment; ``reserve`` allocates its pages now, so that the free space other jobs see is what is left."""
+    array = sa.create(f"shm://{name}", shape, dtype=dtype)
+    if reserve and array.nbytes:
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, array.nbytes)
+        except OSError as e:
+            delete(name)
+            if e.errno == errno.ENOSPC:
+                raise MemoryError(f"/dev/shm is full: no room for {array.nbytes // 2**20} MB more") from None
+            raise
+        finally:
+            os.close(fd)
+    return array
 
 
 def attach(name: str) -> np.ndarray:
@@ -59,6 +75,25 @@ def remove_stale() -> list[str]:
             delete(name)
             removed.append(name)
     return removed
+
+
+@contextlib.contextmanager
+def reservation():
+    """Held while a shard job sizes and creates its buffers: jobs side by side then each see the space
+    the others took (their pages allocated), not the same free space twice."""
+    fd = os.open(os.path.join(SHM_DIR, f"{PREFIX}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def holders() -> int:
+    """Other live shard jobs that hold buffers now (DataLoader workers' rings not counted)."""
+    me = os.getpid()
+    pids = {int(_OWNER.match(n).group(1)) for n in ours() if "-ring-" not in n}
+    return sum(1 for pid in pids if pid != me and psutil.pid_exists(pid))
 
 
 def free_bytes() -> int:

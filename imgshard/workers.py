@@ -92,23 +92,27 @@ def _file_size(path: str) -> int:
         return 0  # decode_into names what is wrong with it
 
 
-def plan_buffers(n: int, image_bytes: int, budget_bytes: int, free_bytes: int) -> tuple[int, int]:
+def plan_buffers(n: int, image_bytes: int, budget_bytes: int, free_bytes: int, jobs: int = 1) -> tuple[int, int]:
     """(rows per buffer, number of buffers) for ``n`` images to decode.
 
     Two buffers let writing overlap decoding; one is used when only one image
-    fits, or there is one image. Never more than /dev/shm has free: writing
-    past it kills the process with SIGBUS.
+    fits, or there is one image. Never more than this job's share of what
+    /dev/shm has free, ``jobs`` being the shard jobs that may still take
+    theirs (this one included): writing past it kills the process with SIGBUS.
     """
     if n == 0:
         return 0, 0
-    usable = min(budget_bytes, free_bytes)
+    share = free_bytes // max(1, jobs)
+    usable = min(budget_bytes, share)
     if usable < image_bytes:
         need = math.ceil(image_bytes / MB)
         if budget_bytes < image_bytes:
             raise ImgshardError(f"shm_budget_mb: {budget_bytes // MB} MB is less than one image ({need} MB)")
+        each = f", {share // MB} MB for each of the {jobs} shard jobs that run at once," if jobs > 1 else ""
         raise ImgshardError(
-            f"/dev/shm has {free_bytes // MB} MB free but one image needs {need} MB:"
-            f" free some, or raise its size (docker run --shm-size={2 * need}m)"
+            f"/dev/shm has {free_bytes // MB} MB free{each} but one image needs {need} MB:"
+            f" free some, raise its size (docker run --shm-size={2 * need * max(1, jobs)}m)"
+            + (", or run fewer jobs at once (--cores)" if jobs > 1 else "")
         )
     fit = usable // image_bytes
     if fit < 2 or n < 2:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgshard import shm
 from imgshard.build import decode_shard
 from imgshard.errors import ImgshardError
 from imgshard.geometry import Geometry, box_reduce, reduced_size
@@ -350,19 +349,6 @@ def test_resizing_through_the_pipeline_records_how(tmp_path, workdir):
 # --- shared memory --------------------------------------------------------------
 
 
-def test_small_dev_shm_shrinks_the_batches(tmp_path, monkeypatch):
-    rels = make_images(tmp_path, 10, height=256, width=256)
-    image = 256 * 256 * 3
-    monkeypatch.setattr(shm, "free_bytes", lambda: 5 * image)
-    result = decode_shard(
-        [str(tmp_path / r) for r in rels], rels, str(tmp_path / "s.h5"), Geometry(256, 256), workers=2, shm_budget_mb=1024
-    )
-    assert (result.buffers, result.buffer_rows) == (2, 2)
-    f = read_shard(tmp_path / "s.h5")
-    for i, rel in enumerate(rels):
-        np.testing.assert_array_equal(f["images"][i], reference_pixels(tmp_path, rel))
-
-
 def test_jobs_side_by_side_share_the_shm_budget(tmp_path, workdir):
     """/dev/shm is the machine's: two one-worker jobs on 2 cores hold at most half of shm_budget_mb each."""
     images = tmp_path / "images"
@@ -374,11 +360,3 @@ def test_jobs_side_by_side_share_the_shm_budget(tmp_path, workdir):
     ds = read_dataset(workdir / "results/dataset.h5")
     for i, rel in enumerate(ds["paths"]):
         np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel), err_msg=rel)
-
-
-def test_dev_shm_too_small_for_one_image_stops_before_decoding(tmp_path, monkeypatch):
-    rels = make_images(tmp_path, 3, height=256, width=256)
-    monkeypatch.setattr(shm, "free_bytes", lambda: 1024)
-    with pytest.raises(ImgshardError, match=r"/dev/shm has 0 MB free but one image needs 1 MB.*--shm-size=2m"):
-        decode_shard([str(tmp_path / r) for r in rels], rels, str(tmp_path / "s.h5"), Geometry(256, 256))
-    assert not (tmp_path / "s.h5").exists()

@@ -9,6 +9,7 @@ import threading
 from snakemake.settings.types import DeploymentMethod
 
 from imgshard.config import (
+    jobs_at_once,
     resolve_workers,
     schema_defaults,
     shard_shm_mb,
@@ -58,8 +59,9 @@ def get_run(name, resource_names=(), **options):
     """A params function: the command that runs scripts/<name>.py, with the job's
     threads, the resources named and ``options`` as name=value pairs.
 
-    A shell command, not `script:`, whose preamble imports Snakemake into every
-    job (0.1 s of a core each). Snakemake leaves params computed from threads or
+    An option may be a function of the wildcards and threads. A shell command,
+    not `script:`, whose preamble imports Snakemake into every job (0.1 s of a
+    core each). Snakemake leaves params computed from threads or
     resources out of its rerun trigger, and the command's text (the rule's
     `shell:`) names none of this: a change of the Python, of the checkout's
     folder, of threads, shared memory or ``options`` reruns nothing.
@@ -69,7 +71,10 @@ def get_run(name, resource_names=(), **options):
         pairs = {
             "threads": threads,
             **{r: getattr(resources, r) for r in resource_names},
-            **options,
+            **{
+                k: v(wildcards, threads) if callable(v) else v
+                for k, v in options.items()
+            },
         }
         args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in pairs.items())
         return f"{PYTHON} {SCRIPTS}/{name}.py {args}"
@@ -122,6 +127,11 @@ def get_shard_shm_mb(wildcards, threads):
     return shard_shm_mb(
         config["shm_budget_mb"], threads, get_cores(), get_dataset(wildcards).row_bytes
     )
+
+
+def get_jobs_at_once(wildcards, threads):
+    """Shard jobs that may run side by side, sharing this machine's /dev/shm."""
+    return jobs_at_once(threads, get_cores())
 
 
 def get_shard_mem_mb(wildcards, threads):

@@ -32,6 +32,7 @@ rule decode_shard:
             resource_names=["shm_mb"],
             start_method=config["start_method"],
             reuse=config["reuse"],
+            jobs_at_once=get_jobs_at_once,
         ),
     shell:
         "{params.run} {params.job:q} log={log:q} manifest={input.manifest:q}"
