@@ -39,16 +39,20 @@ def reclaimable_bytes(dataset) -> int:
     return sum(os.path.getsize(f) for f in files if os.path.isfile(f))
 
 
+def needed_bytes(dataset) -> int:
+    """What building ``dataset`` may write beyond what it replaces: its pixels uncompressed, twice with
+    ``gather: copy`` (the parts and the copy), less the part files and dataset already there."""
+    copies = 2 if dataset.settings["gather"] == "copy" else 1
+    return len(dataset.images) * dataset.row_bytes * copies - reclaimable_bytes(dataset)
+
+
 def check_free_space(datasets: Iterable) -> None:
     """Raise naming the output folder when its filesystem has less free than the datasets need."""
     by_device: dict[int, list] = {}
     for ds in datasets:
         by_device.setdefault(os.stat(existing_folder(ds.output)).st_dev, []).append(ds)
     for group in by_device.values():
-        need = 0
-        for ds in group:
-            copies = 2 if ds.settings["gather"] == "copy" else 1  # a copy gather holds the pixels twice
-            need += len(ds.images) * ds.row_bytes * copies - reclaimable_bytes(ds)
+        need = sum(needed_bytes(ds) for ds in group)
         folder = existing_folder(group[0].output)
         free = shutil.disk_usage(folder).free
         if need > free:

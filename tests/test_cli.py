@@ -162,3 +162,60 @@ def test_an_editable_install_imports_from_the_checkout(venv, tmp_path):
     run([venv / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "-e", REPO], cwd=tmp_path)
     proc = run([venv / "python", "-c", "import imgshard; print(imgshard.__file__)"], cwd=tmp_path)
     assert proc.stdout.strip() == str(REPO / "imgshard/__init__.py")
+
+
+# --- the command's error paths, in this process (imgshard.cli.main is what the command runs) ---
+
+
+@pytest.fixture
+def small(tmp_path):
+    from tests.conftest import build_with_package
+
+    rels = make_images(tmp_path / "images", 4)
+    return build_with_package(tmp_path, tmp_path / "images", [rels[:2], rels[2:]]), tmp_path / "images", rels
+
+
+def one_line_error(capsys, argv) -> str:
+    from imgshard.cli import main
+
+    assert main([str(a) for a in argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_verify_finds_sources_where_images_dir_says(small, tmp_path, capsys):
+    from imgshard.cli import main
+
+    dataset, images, _ = small
+    moved = tmp_path / "moved"
+    images.rename(moved)
+    # built without Snakemake, it records no images_dir: only --images-dir says where the sources are
+    assert one_line_error(capsys, ["verify", dataset]) == f"imgshard: {dataset}: it does not record its images_dir; pass --images-dir"
+    assert main(["verify", str(dataset), "--images-dir", str(moved), "--workers", "1"]) == 0
+    assert capsys.readouterr().out.strip() == f"imgshard: verify: {dataset}: all 4 images match their sources in {moved}"
+
+
+def test_a_file_that_is_not_an_imgshard_dataset_is_named(tmp_path, capsys):
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    for command in (["info"], ["verify"], ["show", "-o", tmp_path / "x.png", "0"]):
+        err = one_line_error(capsys, [command[0], tmp_path / "other.h5", *command[1:]])
+        assert err == f"imgshard: {tmp_path / 'other.h5'}: not an imgshard dataset (it has no 'images')"
+
+
+def test_show_into_a_missing_folder_is_refused(small, tmp_path, capsys):
+    dataset, _, _ = small
+    err = one_line_error(capsys, ["show", dataset, "0", "-o", tmp_path / "nowhere/x.png"])
+    assert err == f"imgshard: -o {tmp_path / 'nowhere/x.png'}: folder {tmp_path / 'nowhere'} does not exist"
+
+
+def test_show_and_verify_refuse_a_virtual_dataset_with_a_part_missing(small, capsys):
+    dataset, _, _ = small
+    part = dataset.parent / "dataset.shards" / read_index(str(dataset.parent / "dataset.shards/shard-001.h5")).parts[0]
+    part.unlink()
+    images = dataset.parent.parent / "images"
+    for argv in (["show", dataset, "0", "-o", dataset.parent / "x.png"], ["verify", dataset, "--images-dir", images, "--workers", "1"]):
+        err = one_line_error(capsys, argv)
+        assert err == f"imgshard: {part}: part file of the virtual dataset is missing (it would read as zeros); rebuild the dataset"
+    assert not (dataset.parent / "x.png").exists()

@@ -115,6 +115,9 @@ def test_the_single_folder_form_still_builds_one_dataset(images, workdir):
     "extra, expected",
     [
         ({"images_dir": "elsewhere"}, r"config: images_dir = 'elsewhere' is set along with datasets; give each dataset its own images_dir"),
+        ({"labels": "all.csv"}, r"config: labels = 'all.csv' is set along with datasets; give each dataset its own labels"),
+        ({"image_list": "all.txt"}, r"config: image_list = 'all.txt' is set along with datasets; give each dataset its own image_list"),
+        ({"output": "results/x.h5"}, r"config: output = 'results/x.h5' is set along with datasets; give each dataset its own output"),
         ({"datasets": {"train": {"images_dir": "x", "shard": 2}}}, r"config: Additional properties are not allowed \('shard' was unexpected\) in datasets.train: did you mean 'shards' for 'shard'\?"),
         ({"datasets": {"train": {"labels": "x.csv"}}}, r"config: datasets.train: 'images_dir' is a required property"),
         ({"datasets": {"train": {"images_dir": "x", "image_size": [0, 5]}}}, r"config: datasets.train.image_size = \[0, 5\] is invalid"),

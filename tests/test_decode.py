@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+
+import cv2
 import numpy as np
 import pytest
 
@@ -101,11 +104,23 @@ def test_image_whose_corners_look_like_the_decode_marks_is_stored_exactly(tmp_pa
 
 
 def test_undecodable_file_after_a_good_one_is_not_stored_with_stale_pixels(tmp_path):
-    """imread(dst) leaves dst as it was when it cannot decode: the row holds the previous image."""
-    rels = make_images(tmp_path, 1)
-    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-    rels.append("junk.jpg")
+    """imread(dst) leaves dst as it was, and says nothing, when it cannot decode a TIFF cut short: the row
+    would hold the image decoded there before. Such a TIFF gets past every check before the decode (a
+    TIFF's end has no marker to miss), into a buffer row that held another image (one-row buffers, in turn)."""
+    rels = make_images(tmp_path, 2, height=512, width=512)
+    tiff = tmp_path / "cut.tiff"
+    cv2.imwrite(str(tiff), cv2.imread(str(tmp_path / rels[0])))
+    data = tiff.read_bytes()[: tiff.stat().st_size * 2 // 3]
+    tiff.write_bytes(data)
+    from imgshard.header import problem, read_header
+
+    assert problem(data, read_header(io.BytesIO(data))) is None  # the checks before the decode pass it on
+    rels.append("cut.tiff")  # third: into the buffer row the first image was decoded into
     result = decode_shard(
-        [str(tmp_path / r) for r in rels], rels, str(tmp_path / "s.h5"), Geometry(48, 64), workers=1, on_error="skip"
+        [str(tmp_path / r) for r in rels], rels, str(tmp_path / "s.h5"), Geometry(512, 512), workers=1, on_error="skip", shm_budget_mb=2
     )
-    assert result.paths == rels[:1] and [p for p, _ in result.skipped] == ["junk.jpg"]
+    assert (result.buffers, result.buffer_rows) == (2, 1)
+    assert result.paths == rels[:2] and result.skipped == [("cut.tiff", "not a decodable image")]
+    shard = read_shard(tmp_path / "s.h5")
+    for i, rel in enumerate(rels[:2]):
+        np.testing.assert_array_equal(shard["images"][i], reference_pixels(tmp_path, rel))

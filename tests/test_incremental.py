@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -75,10 +76,33 @@ def test_setting_that_changes_pixels_redoes_every_shard(built):
     assert len(ds["paths"]) == 16
 
 
-def test_setting_that_keeps_pixels_redoes_no_shard(built):
+def test_setting_that_keeps_pixels_redoes_no_shard_but_records_the_config(built):
     images, work = built
-    out, _ = rerun(work, images, workers=1, shm_budget_mb=64, start_method="spawn", reuse=False)
-    assert jobs_run(out, "decode_shard") == 0
+    out, ds = rerun(work, images, workers=1, shm_budget_mb=64, start_method="spawn", reuse=False)
+    assert jobs_run(out, "decode_shard") == 0 and jobs_run(out, "gather") == 1
+    config = json.loads(ds["attrs"]["config"])
+    assert (config["workers"], config["shm_budget_mb"], config["start_method"], config["reuse"]) == (1, 64, "spawn", False)
+
+
+def test_rows_made_by_other_decode_code_are_never_reused(tmp_path, monkeypatch):
+    """An edit to a module that makes pixels (decode.py, geometry.py, ...) changes the fingerprint, even
+    with the same version: a rerun then decodes every image, whatever its key says."""
+    from imgshard import reuse
+    from imgshard.build import decode_shard
+    from imgshard.geometry import Geometry
+
+    rels = make_images(tmp_path / "images", 5)
+    sources = [str(tmp_path / "images" / r) for r in rels]
+    stats = [(os.stat(s).st_size, os.stat(s).st_mtime_ns) for s in sources]
+    out = str(tmp_path / "shards/shard-000.h5")
+    os.makedirs(tmp_path / "shards")
+    first = decode_shard(sources, rels, out, Geometry(48, 64), source_stats=stats)
+    again = decode_shard(sources, rels, out, Geometry(48, 64), source_stats=stats)
+    assert (first.decoded, again.decoded, again.reused) == (5, 0, 5)
+    code = reuse._pixel_code()
+    monkeypatch.setattr(reuse, "_pixel_code", lambda: code[::-1])  # as if geometry.py had been edited
+    edited = decode_shard(sources, rels, out, Geometry(48, 64), source_stats=stats)
+    assert (edited.decoded, edited.reused) == (5, 0)
 
 
 # --- reuse: a rerun shard copies its unchanged rows from its previous file ---

@@ -105,7 +105,8 @@ def test_classification_labels_and_the_reader(tmp_path, workdir):
 
 
 def test_reader_returns_image_and_mask_in_a_dataloader(clouds, workdir):
-    torch = pytest.importorskip("torch")
+    import torch
+
     images, csv, truth = clouds
     snakemake(workdir, images_dir=images, labels=csv, shards=2)
     ds = H5ImageDataset(workdir / "results/dataset.h5")
@@ -155,7 +156,6 @@ def test_changing_one_images_labels_redoes_only_its_shard(clouds, workdir):
 
 
 def test_training_example_runs_two_steps(clouds, workdir):
-    pytest.importorskip("torch")
     import subprocess
     import sys
 
@@ -225,3 +225,35 @@ def test_masks_follow_their_images_into_a_new_part(clouds, workdir):
             assert (f["images"][i] == reference_pixels(images, rel)).all(), rel
         counts = f["masks"].attrs["class_counts"]
     assert list(counts) == [sum(bool(m[..., k].any()) for m in truth.values()) for k in range(len(CLASSES))]
+
+
+@pytest.mark.parametrize("gather", ["virtual", "copy"])
+def test_masks_and_labels_stay_aligned_row_by_row_around_a_skipped_broken_image(tmp_path, gather):
+    """A broken image that has rows in the CSV is skipped: every other row keeps its own masks or label.
+    Class names seen first in an order that is not alphabetical: masks keep that order, labels sort."""
+    images = tmp_path / "images"
+    rels = make_images(images, 9)
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg at all")
+    names = ["Sugar", "Fish", "Gravel"]  # first seen in this order
+    rng = np.random.default_rng(3)
+    truth = {rel: (rng.random((48, 64, 3)) < 0.2).astype(np.uint8) for rel in ["broken.jpg", *rels]}
+    lines = ["Image_Label,EncodedPixels"] + [f"{rel}_{c},{encode(m[..., k])}" for rel, m in truth.items() for k, c in enumerate(names)]
+    (tmp_path / "masks.csv").write_text("\n".join(lines) + "\n")
+    kinds = {rel: ["zebra", "ant", "moose"][i % 3] for i, rel in enumerate(["broken.jpg", *rels])}  # sorted: ant, moose, zebra
+    (tmp_path / "labels.csv").write_text("path,label\n" + "".join(f"{r},{k}\n" for r, k in kinds.items()))
+    for csv, kind in ((tmp_path / "masks.csv", "masks"), (tmp_path / "labels.csv", "labels")):
+        work = tmp_path / kind
+        work.mkdir()
+        snakemake(work, images_dir=images, labels=csv, shards=3, gather=gather, on_error="skip")
+        ds = read_dataset(work / "results/dataset.h5")
+        assert sorted(ds["paths"]) == sorted(rels) and [p for p, _ in ds["skipped"]] == ["broken.jpg"]
+        with h5py.File(work / "results/dataset.h5") as f:
+            target = f[kind]
+            classes = list(target.attrs["classes"])
+            for i, rel in enumerate(ds["paths"]):
+                np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel), err_msg=rel)
+                if kind == "masks":
+                    np.testing.assert_array_equal(target[i], truth[rel], err_msg=rel)
+                else:
+                    assert classes[target[i]] == kinds[rel], rel
+        assert classes == (names if kind == "masks" else ["ant", "moose", "zebra"])

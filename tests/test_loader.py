@@ -194,3 +194,31 @@ def test_bad_arguments_are_refused(dataset):
         Loader(path, batch_size=0)
     with pytest.raises(ImgshardError, match="no such file"):
         Loader(str(path) + ".nope", batch_size=2)
+
+
+def test_batches_gives_masks_and_labels_aligned_with_their_images(tmp_path):
+    from imgshard import batches
+    from tests.test_labels import random_masks, write_clouds_csv
+
+    images = tmp_path / "images"
+    rels = make_images(images, 6)
+    truth = {rel: random_masks(i) for i, rel in enumerate(rels)}
+    write_clouds_csv(tmp_path / "train.csv", truth)
+    (tmp_path / "classes.csv").write_text("path,label\n" + "".join(f"{r},{'zyx'[i % 3]}\n" for i, r in enumerate(rels)))
+    which = {fingerprint(reference_pixels(images, r)): r for r in rels}
+
+    def masks_of(rel, target):
+        np.testing.assert_array_equal(target, truth[rel])
+
+    def label_of(rel, target):
+        assert ["x", "y", "z"][target] == "zyx"[rels.index(rel) % 3], rel
+
+    for csv, check in (("train.csv", masks_of), ("classes.csv", label_of)):
+        root = tmp_path / csv.removesuffix(".csv")
+        path = build_with_package(root, images, [rels[:4], rels[4:]], labels=read_labels(str(tmp_path / csv)))
+        seen = 0
+        for batch, targets in batches(path, batch_size=4, shuffle=True, seed=1):
+            for image, target in zip(batch, targets):
+                check(which[fingerprint(image)], target)
+                seen += 1
+        assert seen == 6

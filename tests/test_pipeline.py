@@ -6,6 +6,9 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 
 from imgshard.index import read_index
 from imgshard.shard import shard_of
-from tests.conftest import REPO, jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
+from tests.conftest import REPO, config_args, jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
 
 
 @pytest.mark.parametrize("gather", ["virtual", "copy"])
@@ -53,6 +56,44 @@ def test_virtual_dataset_reads_from_any_working_directory(images, workdir, monke
     ds = read_dataset(workdir / "results/dataset.h5")
     rel = ds["paths"][-1]
     np.testing.assert_array_equal(ds["images"][-1], reference_pixels(images, rel))
+
+
+def test_results_moved_as_a_whole_still_read_every_row(images, workdir, tmp_path):
+    """A virtual dataset names its parts relative to its own folder: move results/ elsewhere, read every row."""
+    snakemake(workdir, images_dir=images, shards=3)
+    moved = tmp_path / "elsewhere/deeper"
+    moved.parent.mkdir()
+    shutil.move(workdir / "results", moved)
+    assert not (workdir / "results").exists()
+    ds = read_dataset(moved / "dataset.h5")
+    assert ds["virtual"] and len(ds["paths"]) == 12
+    for i, rel in enumerate(ds["paths"]):
+        np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel))
+    from imgshard import Loader
+
+    seen = sorted(x.tobytes() for batch, _ in Loader(moved / "dataset.h5", batch_size=5) for x in batch)
+    assert seen == sorted(reference_pixels(images, rel).tobytes() for rel in ds["paths"])
+
+
+def test_a_run_from_another_checkout_or_environment_reruns_nothing(images, workdir, tmp_path):
+    """The rules' commands name no path and no value: another clone of the project, in another folder,
+    run by a Python environment at another path, takes the built dataset as up to date."""
+    snakemake(workdir, images_dir=images, shards=2)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    for changed in subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.split():
+        if (REPO / changed).exists():  # this working tree's uncommitted edits, so that the clone is this code
+            shutil.copy(REPO / changed, clone / changed)
+    # Another environment: its own path (sys.executable), the same packages.
+    venv = Path(sys.prefix)
+    other = tmp_path / "other-env"
+    (other / "bin").mkdir(parents=True)
+    shutil.copy(venv / "pyvenv.cfg", other / "pyvenv.cfg")
+    (other / "lib").symlink_to(venv / "lib")
+    (other / "bin/python").symlink_to(os.path.realpath(sys.executable))
+    cmd = [other / "bin/python", "-m", "snakemake", "-s", clone / "Snakefile", "--directory", workdir, "--cores", "2"]
+    proc = subprocess.run([str(c) for c in cmd] + config_args(images_dir=images, shards=2), cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 def test_same_input_gives_same_order_and_bytes(images, tmp_path):

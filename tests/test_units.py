@@ -95,8 +95,12 @@ def test_plan_buffers(n, budget_images, free_images, expected):
 def test_plan_buffers_refuses_what_cannot_fit():
     with pytest.raises(ImgshardError, match="shm_budget_mb: 2 MB is less than one image"):
         plan_buffers(5, 3 * MB, 2 * MB, 100 * MB)
-    with pytest.raises(ImgshardError, match=r"/dev/shm has 2 MB free but one image needs 3 MB.*--shm-size"):
+    with pytest.raises(ImgshardError, match=r"/dev/shm has 2 MB free but one image needs 3 MB.*--shm-size=6m\)$"):
         plan_buffers(5, 3 * MB, 100 * MB, 2 * MB)
+    # two jobs at once: each its half of what is free
+    assert plan_buffers(100, 3 * MB, 100 * MB, 12 * MB, jobs=2) == (1, 2)
+    with pytest.raises(ImgshardError, match=r"5 MB free, 2 MB for each of the 2 shard jobs .*--shm-size=12m\), or run fewer jobs"):
+        plan_buffers(5, 3 * MB, 100 * MB, 5 * MB, jobs=2)
 
 
 def test_the_shm_budget_is_shared_by_the_jobs_that_run_at_once():
@@ -131,3 +135,21 @@ def test_guided_tasks_cover_every_image_once_and_shrink_to_single_images():
         sizes = [len(t) for t in tasks]
         assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
         assert sizes[0] == -(-n // (2 * workers))
+
+
+def test_the_disk_estimate_counts_a_copy_twice_and_what_a_rebuild_replaces(tmp_path):
+    from imgshard.plan import Dataset
+    from imgshard.space import needed_bytes
+
+    def dataset(gather):
+        settings = {"gather": gather, "output": str(tmp_path / "results/train.h5")}
+        return Dataset("train", settings, [f"{i}.jpg" for i in range(10)], None, [], (100, 200), [])
+
+    row = 100 * 200 * 3
+    assert needed_bytes(dataset("virtual")) == 10 * row
+    assert needed_bytes(dataset("copy")) == 20 * row
+    parts = tmp_path / "results/train.shards/parts"
+    parts.mkdir(parents=True)
+    (parts / "000-a.h5").write_bytes(bytes(4 * row))  # the parts a rebuild replaces
+    (tmp_path / "results/train.h5").write_bytes(bytes(6 * row))  # and the dataset (a copy)
+    assert needed_bytes(dataset("copy")) == 10 * row
