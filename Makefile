@@ -10,10 +10,12 @@ DEMO_TEST ?= 12
 
 .PHONY: run test lint bench demo venv compiled clean slurm-up slurm-down test-slurm
 
-# A stamp per requirements file: editing one reinstalls.
-$(BIN)/.runtime: requirements.txt
+# A stamp per requirements file: editing one reinstalls. The package itself goes in
+# editable, so `imgshard` and `import imgshard` work from anywhere in .venv.
+$(BIN)/.runtime: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 $(BIN)/.dev: requirements-dev.txt requirements-test.txt $(BIN)/.runtime

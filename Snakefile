@@ -8,21 +8,25 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+# This checkout: the folder of this Snakefile, also when another workflow uses it
+# as a module (workflow.basedir is then that workflow's folder).
+IMGSHARD = workflow.current_basedir.get_path_or_uri(secret_free=False)
 # The package beside this file holds the logic; rules and scripts import it.
-sys.path.insert(0, workflow.basedir)
+sys.path.insert(0, IMGSHARD)
 from imgshard import ImgshardError
 from imgshard.config import normalize, schema_error
 
 
 # The defaults live next to the Snakefile, whatever the working directory;
-# --configfile and --config are layered on top of them.
-configfile: os.path.join(workflow.basedir, "config.yaml")
+# --configfile and --config are layered on top of them. A module's config
+# (module ...: config: ...) replaces them; the schema fills in every key left out.
+configfile: os.path.join(IMGSHARD, "config.yaml")
 
 
 report: "workflow/report/workflow.rst"
 
 
-SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+SCHEMA = os.path.join(IMGSHARD, "workflow/schemas/config.schema.yaml")
 try:
     validate(normalize(config), SCHEMA, set_default=True)
 except WorkflowError:
@@ -43,13 +47,20 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/verify.smk"
 
 
-# Snakemake skips both on "Nothing to be done"; the next run with jobs prunes then.
+# Snakemake skips these on "Nothing to be done"; the next run with jobs prunes then.
+onstart:
+    start_progress()
+
+
 onsuccess:
+    stop_progress()
     cancel_idle_timers()
     prune_spilled()
 
 
 onerror:
+    RUN_FAILED.append(True)
+    stop_progress()
     cancel_idle_timers()
     prune_spilled()
 

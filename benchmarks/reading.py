@@ -33,9 +33,13 @@ CLOUDS = (350, 525)  # from the benchmark's full-size Clouds set
 DATASET_READERS = ["pread_limit", "loader", "batches", "dataloader", "dataloader_default_collate"]
 
 
+SECONDS = [1.0]  # each reader is timed over whole epochs until this many seconds have passed
+
+
 def reader(name: str, target: Path, *extra: str) -> float:
     """Images/s of one reader, in a process of its own."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.readers", name, str(target), *extra], cwd=REPO, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "benchmarks.readers", name, str(target), "--seconds", str(SECONDS[0]), *extra]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"reader {name} on {target} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])["images_per_s"]
@@ -182,8 +186,10 @@ def targets(r: dict) -> list[tuple]:
     return out  # fmt: skip
 
 
-def run(data: Path, clouds: Path, cores: int, rounds: int, small_count: int = 4096, open_rows: int = 1_000_000, open_parts: int = 1000) -> dict:
-    """``clouds``: the benchmark's full-size Clouds JPEGs, read at 350x525; the 224x224 set is ``small_count`` JPEGs of 300x400."""
+def run(data: Path, clouds: Path, cores: int, rounds: int, small_count: int = 4096, open_rows: int = 1_000_000, open_parts: int = 1000, seconds: float = 1.0) -> dict:
+    """``clouds``: the benchmark's full-size Clouds JPEGs, read at 350x525; the 224x224 set is ``small_count`` JPEGs of 300x400.
+    ``seconds``: how long each reader is timed at least (0: one epoch)."""
+    SECONDS[0] = seconds
     small = generate(data / f"full-{small_count}-{SMALL_SOURCE[0]}x{SMALL_SOURCE[1]}", small_count, *SMALL_SOURCE, cores)
     sets = [("x".join(map(str, SMALL)), small, SMALL), ("x".join(map(str, CLOUDS)), clouds, CLOUDS)]
     out = {"sets": [one_set(data, name, images, size, cores, rounds) for name, images, size in sets]}

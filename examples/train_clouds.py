@@ -1,41 +1,38 @@
 """Train a tiny segmentation CNN for a few steps on an imgshard dataset with masks (the demo's, by default).
 
     python examples/train_clouds.py results/train.h5 --steps 20
+    torchrun --nproc-per-node 2 examples/train_clouds.py results/train.h5   # the same under DDP, on the CPU
 
-It shows the three lines that matter (dataset, loader, loop) with torch, which
-is an optional extra: imgshard itself never imports it.
+It shows what a training script needs from imgshard: a Loader (its part of
+each shuffled epoch under DDP, a new permutation per epoch), its state in a
+checkpoint to resume mid-epoch, and refresh() between epochs to pick up a
+newer dataset that a rerun published meanwhile. torch is an optional extra:
+imgshard itself never imports it.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
+import os
 import sys
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 try:
-    from imgshard import H5ImageDataset
+    from imgshard import Loader
 except ModuleNotFoundError:  # run from a checkout: the package sits one folder up
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from imgshard import H5ImageDataset
+    from imgshard import Loader
 
 
-class Downsample:
-    """(image, mask) uint8 arrays to float tensors, every ``step``-th pixel: enough for a tiny model."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def __call__(self, item):
-        image, mask = item
-        x = torch.from_numpy(image[:: self.step, :: self.step].copy()).permute(2, 0, 1).float() / 255
-        y = torch.from_numpy(mask[:: self.step, :: self.step].copy()).permute(2, 0, 1).float()
-        return x, y
+def to_tensors(images, masks, step: int):
+    """(B, H, W, 3) uint8 images and (B, H, W, K) 0/1 masks to float tensors, every ``step``-th pixel."""
+    x = torch.from_numpy(images[:, ::step, ::step]).permute(0, 3, 1, 2).float() / 255
+    y = torch.from_numpy(masks[:, ::step, ::step]).permute(0, 3, 1, 2).float()
+    return x, y
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -43,30 +40,52 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("dataset", nargs="?", default="results/train.h5")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--downsample", type=int, default=8)
+    parser.add_argument("--checkpoint", help="save the model and the loader's state here at the end; resume from it if it exists")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    # Under torchrun each process is a rank: the Loader gives it its own part of every epoch.
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        torch.distributed.init_process_group("gloo")
 
-    dataset = H5ImageDataset(args.dataset, transform=Downsample(args.downsample))
-    if dataset.target != "masks":
+    loader = Loader(args.dataset, batch_size=args.batch_size, shuffle=True, seed=0, rank=rank, world_size=world)
+    if loader.target != "masks":
         raise SystemExit(f"{args.dataset}: no masks; build it with labels set (make run does)")
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers)
-    k = len(dataset.classes)
+    k = len(loader.classes)
     model = nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, k, 1)
     )
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        saved = torch.load(args.checkpoint)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        loader.load_state_dict(saved["loader"])  # the batches of its epoch not yet taken come next
     loss_fn = nn.BCEWithLogitsLoss()
-    batches = itertools.chain.from_iterable(itertools.repeat(loader))
-    loss = math.nan
-    for step, (x, y) in zip(range(1, args.steps + 1), batches):
-        optimizer.zero_grad()
-        loss_value = loss_fn(model(x), y)
-        loss_value.backward()
-        optimizer.step()
-        loss = loss_value.item()
-        print(f"step {step}: loss {loss:.4f} (batch {tuple(x.shape)}, classes {', '.join(dataset.classes)})")
+    loss, step, epoch = math.nan, 0, loader.epoch
+    while step < args.steps:
+        loader.set_epoch(epoch)  # every rank draws the same permutation
+        for images, masks in loader:
+            x, y = to_tensors(images, masks, args.downsample)
+            optimizer.zero_grad()
+            loss_value = loss_fn(model(x), y)
+            loss_value.backward()
+            optimizer.step()
+            loss, step = loss_value.item(), step + 1
+            if rank == 0:
+                print(f"step {step}: loss {loss:.4f} (batch {tuple(x.shape)}, classes {', '.join(loader.classes)})")
+            if step == args.steps:
+                break
+        else:
+            epoch += 1
+            if world == 1:  # under DDP every rank must move at the same epoch: see the README
+                loader.refresh()  # a rerun published a newer dataset meanwhile: the next epoch reads it
+    if args.checkpoint and rank == 0:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "loader": loader.state_dict()}, args.checkpoint)
+    loader.close()
     return loss
 
 

@@ -28,6 +28,7 @@ from .errors import ImgshardError
 from .geometry import Geometry
 from .index import ShardIndex, write_index
 from .labels import Labels
+from .progress import Reporter
 from .workers import MB, Decoded, Workers, plan_buffers
 from .write import PartWriter
 
@@ -39,6 +40,9 @@ class ShardResult:
     decoded: int = 0
     reused: int = 0  # rows kept where they are, or copied as stored
     copied: int = 0  # of those, rows copied into the new part
+    added: int = 0  # images new to the shard, changed since its previous index, gone from it
+    changed: int = 0
+    removed: int = 0
     fresh: bool = True  # the new part holds every row
     seconds: float = 0.0
     # Where the seconds went, as the parent sees them: waiting for workers to
@@ -71,6 +75,7 @@ def decode_shard(
     labels: Labels | None = None,
     attrs: dict | None = None,
     source_stats: list[tuple[int, int]] | None = None,
+    progress: str | None = None,
 ) -> ShardResult:
     """Decode ``sources`` into a part file beside ``out_path`` and write the shard's index to ``out_path``.
 
@@ -79,6 +84,7 @@ def decode_shard(
     adds ``masks`` or ``labels``. ``source_stats``, each source's (size, mtime_ns)
     as the manifest saw it, turns reuse on: images unchanged since the previous
     index keep their rows, and this index becomes the next run's previous one.
+    ``progress``: a file the Snakemake process reads to show how far the job is (progress.py).
     """
     started = time.perf_counter()
     shm.remove_stale()
@@ -97,13 +103,15 @@ def decode_shard(
         previous = reuse.open_previous(out_path, attrs[reuse.FINGERPRINT])
     plan = reuse.plan(previous, keys, n)
     todo = plan.todo
+    added, changed, removed = reuse.changes(out_path, relpaths, keys) if keys is not None else (n, 0, 0)
 
     # 2. decode: buffers in /dev/shm, and the workers that decode into them
     height, width = geometry.shape
     tag = run_tag(out_path)
     names = [shm.segment_name(tag, shard, k) for k in range(2)]
     mask_names = [shm.segment_name(tag, shard, k, "m") for k in range(2)] if k_masks else []
-    result = ShardResult(fresh=plan.fresh)
+    result = ShardResult(fresh=plan.fresh, added=added, changed=changed, removed=removed)
+    reporter = Reporter(progress, n, n - len(todo))
     buffers: list[np.ndarray] = []
     mask_buffers: list[np.ndarray] = []
     pool = writer = None
@@ -143,13 +151,14 @@ def decode_shard(
             classes = labels.classes if k_masks else None
             writer = PartWriter(shards_dir, shard_name, len(plan.new_part), geometry.shape, compression, classes)
         placer = _Placer(writer, previous, plan, relpaths, keys, shards_dir, sources_open, on_error, result)
-        progress = tqdm(total=len(todo), desc=f"shard {shard}", unit="img", file=sys.stderr, mininterval=2, ascii=True)
-        with progress:
+        bar = tqdm(total=len(todo), desc=f"shard {shard}", unit="img", file=sys.stderr, mininterval=2, ascii=True)
+        tracker = _Progress(bar, reporter)
+        with bar:
             for b, (s, e) in enumerate(batches):
                 t0 = time.perf_counter()
                 placer.place(todo[s])  # copied rows before this batch, while the workers decode it
                 t1 = time.perf_counter()
-                decoded = Workers.collect(pending.pop(b), progress, shard)
+                decoded = Workers.collect(pending.pop(b), tracker, shard)
                 t2 = time.perf_counter()
                 k = b % nbuf
                 by_position = {todo[s + d.row]: d for d in decoded}
@@ -184,6 +193,7 @@ def decode_shard(
         result.seconds = time.perf_counter() - started
         return result
     finally:
+        reporter.close()
         try:
             for f in sources_open.values():
                 f.close()
@@ -194,6 +204,17 @@ def decode_shard(
         finally:
             for name in names + mask_names:
                 shm.delete(name)
+
+
+class _Progress:
+    """The job's progress bar (in its log) and its progress file (for the terminal) at once."""
+
+    def __init__(self, bar, reporter: Reporter):
+        self.bar, self.reporter = bar, reporter
+
+    def update(self, count: int) -> None:
+        self.bar.update(count)
+        self.reporter.update(count)
 
 
 def _pixel_settings(geometry: Geometry, compression: str) -> dict:

@@ -3,6 +3,7 @@
     imgshard info results/train.h5
     imgshard show results/train.h5 0 5 17 -o three.png
     imgshard verify results/train.h5
+    imgshard export results/train.h5 train-copy.h5
 
 Building stays with Snakemake (``snakemake --cores N``); this reads what it built.
 A failure is one line on stderr and a non-zero exit status.
@@ -122,7 +123,7 @@ def verify(path: str, images_dir: str | None, workers: int) -> str:
 def parser() -> argparse.ArgumentParser:
     from .config import physical_cores
 
-    p = argparse.ArgumentParser(prog="imgshard", description="Look into, show and verify a dataset that imgshard built.")
+    p = argparse.ArgumentParser(prog="imgshard", description="Look into, show, verify and export a dataset that imgshard built.")
     p.add_argument("--version", action="version", version=f"imgshard {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p_info = sub.add_parser("info", help="count, shape, gather mode and shard files, classes, skipped files, config")
@@ -135,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
     p_verify.add_argument("dataset")
     p_verify.add_argument("--images-dir", help="where the sources are now (default: where they were when it was built)")
     p_verify.add_argument("--workers", type=int, default=physical_cores(), help="decoding processes (default: physical cores)")
+    p_export = sub.add_parser("export", help="a self-contained copy of a dataset (of a virtual one: every row in one file)")
+    p_export.add_argument("dataset")
+    p_export.add_argument("output", help="the HDF5 file to write")
     return p
 
 
@@ -149,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "show":
             shown = show(args.dataset, args.index, args.output)
             print(f"imgshard: wrote {args.output}: {', '.join(shown)}")
+        elif args.command == "export":
+            from .export import export
+
+            _open(args.dataset).close()  # its one-line errors, before the reader's own
+            print(f"imgshard: wrote {args.output}: {export(args.dataset, args.output)} images, self-contained")
         else:
             print(verify(args.dataset, args.images_dir, args.workers))
     except ImgshardError as e:

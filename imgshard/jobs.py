@@ -190,7 +190,7 @@ def start_method(configured: str) -> str:
 
 def decode_shard_job(job) -> None:
     from .build import decode_shard
-    from .labels import read_labels
+    from .labels import FOLDERS, folder_labels, read_labels
     from .manifest import read as read_manifest
 
     startup = seconds_since_process_start()
@@ -213,9 +213,13 @@ def decode_shard_job(job) -> None:
         compression=job.params.pixels["compression"],
         on_error=job.params.on_error,
         start_method=start_method(job.start_method),
-        labels=read_labels(job.params.labels) if job.params.labels else None,
+        labels=(
+            folder_labels(relpaths, job.params.classes) if job.params.labels == FOLDERS
+            else read_labels(job.params.labels) if job.params.labels else None
+        ),
         attrs={"shard": shard, "pixels": job.params.pixels},
         source_stats=[(e.size, e.mtime_ns) for e in entries] if job.reuse else None,
+        progress=getattr(job, "progress", None),
     )
     rate = len(result.paths) / result.seconds if result.seconds else 0.0
     wrote = "a fresh part" if result.fresh else f"a part of {result.decoded + result.copied} rows ({result.copied} carried over)"
@@ -255,6 +259,9 @@ def shard_stats(shard: int, source_bytes: int, index_path: str, result, timings:
         "skipped_by_reason": reasons,
         "decoded": result.decoded,
         "reused": result.reused,
+        "added": result.added,
+        "changed": result.changed,
+        "removed": result.removed,
         "seconds": round(result.seconds, 3),
         "images_per_s": round(len(result.paths) / result.seconds, 2) if result.seconds else 0.0,
         "timings": timings,

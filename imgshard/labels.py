@@ -10,6 +10,11 @@ Two formats, told apart by the header:
   classes are the sorted label names.
 
 Image names are paths relative to ``images_dir``, as the dataset stores them.
+
+``labels: folders`` takes each image's class from its top-level folder under
+``images_dir`` instead (``train/n01440764/*.JPEG``, as ImageNet and most
+Kaggle sets come), the classes sorted by name as torchvision's
+``ImageFolder`` sorts them, so class indices equal its ``class_to_idx``.
 """
 
 from __future__ import annotations
@@ -124,6 +129,32 @@ def align(labels: Labels, relpaths: list[str], source: str, on_error: str) -> tu
     warnings = [f"labels {source!r}: {_count(len(unknown), 'row names an image', 'rows name images')} not in images_dir (first: {unknown[0]})"] if unknown else []
     left_out = [(p, f"no row in labels {source}") for p in unlabelled]
     return [p for p in relpaths if p in labels.rows], left_out, warnings
+
+
+FOLDERS = "folders"
+
+
+def folder_classes(relpaths: list[str]) -> tuple[str, ...]:
+    """The class names of ``labels: folders``: the top-level folders that hold images, sorted as ImageFolder sorts."""
+    return tuple(sorted({rel.split("/", 1)[0] for rel in relpaths if "/" in rel}))
+
+
+def folder_labels(relpaths: list[str], classes: list[str] | tuple[str, ...]) -> Labels:
+    """Labels of the images in class folders (an image directly in images_dir has no row)."""
+    index = {c: i for i, c in enumerate(classes)}
+    rows = {rel: (index[rel.split("/", 1)[0]],) for rel in relpaths if "/" in rel and rel.split("/", 1)[0] in index}
+    return Labels("labels", tuple(classes), rows)
+
+
+def align_folders(labels: Labels, relpaths: list[str], images_dir: str, on_error: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(images to build, images left out with their reason): an image directly in images_dir is in no class folder."""
+    outside = [p for p in relpaths if p not in labels.rows]
+    if outside and on_error != "skip":
+        raise ImgshardError(
+            f"labels: folders: {_count(len(outside), 'image is', 'images are')} directly in {images_dir}, in no class folder"
+            f" (first: {outside[0]}); move them into one, or set on_error: skip"
+        )
+    return [p for p in relpaths if p in labels.rows], [(p, "in no class folder (labels: folders)") for p in outside]
 
 
 def _count(n: int, one: str, many: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from . import manifest
 from .discover import find_images
 from .errors import ImgshardError
-from .labels import Labels, align, read_labels
+from .labels import FOLDERS, Labels, align, align_folders, folder_classes, folder_labels, read_labels
 from .probe import CommonSize
 from .shard import assign, shard_name
 from .temp import remove_stale_temps
@@ -125,7 +125,11 @@ def _plan_one(name: str, s: dict) -> Dataset:
         left_out = list(unreadable.items())
         images = [rel for rel in images if rel not in unreadable]
     labels = None
-    if s["labels"]:
+    if s["labels"] == FOLDERS:
+        labels = folder_labels(images, folder_classes(images))
+        images, outside = align_folders(labels, images, s["images_dir"], s["on_error"])
+        left_out += outside
+    elif s["labels"]:
         labels = read_labels(s["labels"])
         images, unlabelled, warnings = align(labels, images, s["labels"], s["on_error"])
         left_out += unlabelled

@@ -100,6 +100,22 @@ def open_previous(shard_path: str, expected: str) -> ShardIndex | None:
     return index
 
 
+def changes(shard_path: str, relpaths: list[str], keys: list[bytes] | None) -> tuple[int, int, int]:
+    """(added, changed, removed) images of the shard since its previous index, whatever its settings."""
+    path = previous_path(shard_path)
+    try:
+        before = read_index(path) if os.path.exists(path) else None
+    except ImgshardError:
+        before = None
+    if before is None:
+        return len(relpaths), 0, 0
+    old = dict(zip(before.paths, before.row_keys or [None] * len(before.paths)))
+    now = set(relpaths)
+    added = sum(1 for p in relpaths if p not in old)
+    changed = sum(1 for p, k in zip(relpaths, keys or [None] * len(relpaths)) if p in old and k is not None and old[p] != k)
+    return added, changed, sum(1 for p in old if p not in now)
+
+
 @dataclass
 class Plan:
     """What a shard job does with each listed image (its position in the list)."""

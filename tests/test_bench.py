@@ -13,7 +13,7 @@ def test_benchmark_smoke(tmp_path):
         ["--count", "4", "--height", "40", "--width", "60", "--rounds", "1", "--shards", "2"]
         + ["--scale", "40:2,60:2", "--photos", "1", "--data", str(tmp_path / "data"), "--out", str(out)]
         + ["--resized", "4", "--reruns", "4,6", "--mixed", "1", "--mixed-scale", "0.05"]
-        + ["--read-count", "8", "--open-rows", "40"]
+        + ["--read-count", "8", "--open-rows", "40", "--read-seconds", "0"]
     )
     assert set(results["contenders"]) == {"serial", "pool", "pipeline", "incremental", "limit"}
     assert results["pipeline_time_split"]["startup"] > 0 and results["pipeline_time_split"]["write"] > 0

@@ -153,7 +153,7 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(venv, tmp_path, args, expecte
 
 
 def test_every_command_has_help(venv, tmp_path):
-    for command in ("info", "show", "verify"):
+    for command in ("info", "show", "verify", "export"):
         proc = run([venv / "imgshard", command, "--help"], cwd=tmp_path)
         assert proc.stdout.startswith(f"usage: imgshard {command}")
 

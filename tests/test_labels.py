@@ -257,3 +257,37 @@ def test_masks_and_labels_stay_aligned_row_by_row_around_a_skipped_broken_image(
                 else:
                     assert classes[target[i]] == kinds[rel], rel
         assert classes == (names if kind == "masks" else ["ant", "moose", "zebra"])
+
+
+def test_labels_from_class_folders_equal_imagefolders(tmp_path, workdir):
+    """labels: folders: each image's class is its top-level folder, classes sorted as torchvision's
+    ImageFolder sorts them: the same classes and class indices as ImageFolder on the same folder."""
+    from torchvision.datasets import ImageFolder
+
+    images = tmp_path / "train"
+    for k, cls in enumerate(["n02", "B_upper", "a_lower", "n01"]):  # not in sorted order on disk
+        make_images(images / cls, 3, seed=10 + k)  # (one of each three in a subfolder of the class folder)
+    snakemake(workdir, images_dir=images, labels="folders", shards=2)
+    reference = ImageFolder(str(images))
+    with h5py.File(workdir / "results/dataset.h5") as f:
+        classes = list(f["labels"].attrs["classes"])
+        stored = dict(zip(f["paths"].asstr()[()], f["labels"][()].tolist()))
+    assert {c: i for i, c in enumerate(classes)} == reference.class_to_idx
+    expected = {os.path.relpath(path, images): target for path, target in reference.samples}
+    assert stored == expected
+
+    # an image directly in images_dir belongs to no class: one line naming it, or skipped
+    make_images(images, 1, seed=99)  # sub/img0000.jpg: a folder "sub", a class of its own
+    write_image(images / "loose.jpg", seed=98)
+    proc = snakemake(workdir, check=False, images_dir=images, labels="folders", shards=2)
+    assert proc.returncode != 0
+    assert f"labels: folders: 1 image is directly in {images}, in no class folder (first: loose.jpg); move them into one, or set on_error: skip" in proc.stdout
+    snakemake(workdir, images_dir=images, labels="folders", shards=2, on_error="skip")
+    ds = read_dataset(workdir / "results/dataset.h5")
+    assert dict(ds["skipped"]) == {"loose.jpg": "in no class folder (labels: folders)"}
+    assert len(ds["paths"]) == 13
+
+    # one more image of a class: only its shard is redone
+    write_image(images / "n01/extra.jpg", seed=97)
+    proc = snakemake(workdir, images_dir=images, labels="folders", shards=2, on_error="skip")
+    assert jobs_run(proc.stdout, "decode_shard") == 1

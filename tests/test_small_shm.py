@@ -48,7 +48,7 @@ def test_when_not_one_row_per_job_fits_every_job_stops_with_one_line(tmp_path, w
     make_images(images, 8, height=700, width=1050)  # 2.2 MB a row: 1.5 MB for each of two jobs
     proc = in_small_shm(3, workdir, "--keep-going", images_dir=images, shards=2)
     assert proc.returncode != 0
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("imgshard: ")]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("imgshard: /dev/shm")]
     assert len(lines) == 2, proc.stdout[-3000:]
     for line in lines:
         assert re.fullmatch(

@@ -89,6 +89,11 @@ class Loader:
     def classes(self) -> list[str]:
         return self.snapshot.classes
 
+    @property
+    def target(self) -> str | None:
+        """What ``targets`` are: "masks", "labels", or None."""
+        return self.snapshot.target
+
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next iteration reads (its permutation). A resumed state's own epoch keeps its position."""
         if epoch != self.epoch:

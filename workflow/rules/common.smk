@@ -3,8 +3,10 @@
 # only when one of them changes: Snakemake's own rerun triggers then redo
 # exactly the shards whose images changed, while tracking one file per shard.
 # One run builds one dataset or several, so the rules take a {dataset} wildcard.
+import atexit
 import shlex
 import threading
+import time
 
 from snakemake.settings.types import DeploymentMethod
 
@@ -18,6 +20,7 @@ from imgshard.config import (
 from imgshard.index import FORMAT
 from imgshard.jobs import job_argument, prune_spilled
 from imgshard.plan import plan
+from imgshard.progress import Monitor, progress_file, summary
 from imgshard.publish import redo_what_is_damaged
 from imgshard.space import check_free_space
 
@@ -52,7 +55,7 @@ PYTHON = (
     if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
     else shlex.quote(sys.executable)
 )
-SCRIPTS = shlex.quote(os.path.join(workflow.basedir, "scripts"))
+SCRIPTS = shlex.quote(os.path.join(IMGSHARD, "scripts"))
 
 
 def get_run(name, resource_names=(), **options):
@@ -153,7 +156,15 @@ def get_setting(key):
 def get_labels_file(wildcards):
     # ancient: a new CSV's mtime alone redoes nothing; get_labels_digest says which shards changed.
     labels = get_dataset(wildcards).settings["labels"]
-    return ancient(labels) if labels else []
+    return ancient(labels) if labels and labels != "folders" else []
+
+
+def get_classes(wildcards):
+    """With labels: folders, the class names every shard's indices refer to (a new class folder shifts them)."""
+    dataset = get_dataset(wildcards)
+    return (
+        list(dataset.labels.classes) if dataset.settings["labels"] == "folders" else []
+    )
 
 
 def get_labels_digest(wildcards):
@@ -192,6 +203,68 @@ def verify_params(names):
         )
         for n in names
     ]
+
+
+RUN_STARTED = time.time()
+RUN_FAILED = []  # onerror notes it
+_monitor = []
+
+
+def get_progress_file(wildcards, threads):
+    return progress_file(wildcards.dataset, wildcards.shard)
+
+
+def quiet():
+    from snakemake.settings.enums import Quietness
+
+    shown = workflow.output_settings.quiet or set()
+    return bool({Quietness.ALL, Quietness.PROGRESS} & set(shown))
+
+
+def start_progress():
+    """The live progress line over the shard jobs this run runs (imgshard/progress.py)."""
+    if quiet():
+        return
+    jobs = {}
+    for job in workflow.dag.needrun_jobs():
+        if job.rule.name.endswith("decode_shard"):  # a module's rule has a prefix
+            dataset, shard = job.wildcards.dataset, job.wildcards.shard
+            images = len(DATASETS[dataset].shards[int(shard)])
+            jobs[(dataset, shard)] = (
+                images,
+                f"{DATASETS[dataset].stem}.shards/shard-{shard}.json",
+            )
+    _monitor.append(Monitor(jobs))
+    _monitor[-1].start()
+
+
+def stop_progress():
+    for monitor in _monitor:
+        monitor.stop()
+
+
+def print_summaries(stats_files):
+    """At the end of every run that got as far as its jobs: one line per dataset (a failed
+    run has said what failed)."""
+    if quiet() or not workflow.is_main_process or workflow.dryrun or RUN_FAILED:
+        return
+    if getattr(workflow, "_dag", None) is None:
+        return  # --lint, --unlock and the like: no build to speak of
+    for output, stats in stats_files.items():
+        print(summary(output, stats, RUN_STARTED), file=sys.stderr)
+
+
+# Absolute: Snakemake has gone back to the folder it started in when this runs.
+atexit.register(
+    print_summaries,
+    {
+        d.output: [
+            os.path.abspath(f"{d.stem}.shards/shard-{name}.json")
+            for name in d.shard_names
+        ]
+        for d in DATASETS.values()
+    },
+)
 
 
 def cancel_idle_timers():

@@ -24,6 +24,7 @@ rule decode_shard:
             on_error=get_setting("on_error"),
             labels=get_setting("labels"),
             labels_digest=get_labels_digest,
+            classes=get_classes,
             format=FORMAT,
         ),
         # None of these changes a pixel, and changing one reruns nothing.
@@ -33,6 +34,7 @@ rule decode_shard:
             start_method=config["start_method"],
             reuse=config["reuse"],
             jobs_at_once=get_jobs_at_once,
+            progress=get_progress_file,
         ),
     shell:
         "{params.run} {params.job:q} log={log:q} manifest={input.manifest:q}"
