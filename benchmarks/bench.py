@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--read-count", type=int, default=4096, help="JPEGs of 300x400 in the 224x224 reading set; 0 skips reading")
     parser.add_argument("--open-rows", type=int, default=1_000_000, help="rows of the dataset a reader opens, timed")
     parser.add_argument("--read-seconds", type=float, default=1.0, help="each reader timed over whole epochs until this many seconds (0: one)")
+    parser.add_argument("--read-clouds", type=int, default=1, help="1: also read the Clouds set at 350x525; 0: the 224x224 set only")
     parser.add_argument("--data", default=str(REPO / "benchmarks/.data"), help="generated images and work folders")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results"))
     parser.add_argument("--replot", action="store_true", help="only redraw the charts and results.md from OUT/results.json")
@@ -98,7 +99,11 @@ def main(argv: list[str] | None = None) -> dict:
     gaps = reducing_gap_test(data, images, args.photos)
     counts = lambda text: tuple(int(v) for v in text.split(",") if v)  # noqa: E731
     around = overhead.run(data, images, args.cores, args.rounds, counts(args.resized), counts(args.reruns), args.mixed, args.mixed_scale, args.height, args.width)
-    read = reading.run(data, images, args.cores, args.rounds, args.read_count, args.open_rows, seconds=args.read_seconds) if args.read_count else {}
+    read = (
+        reading.run(data, images, args.cores, args.rounds, args.read_count, args.open_rows, seconds=args.read_seconds, clouds_set=bool(args.read_clouds))
+        if args.read_count
+        else {}
+    )
     results = report(args, n, runs, breakdowns, shm_check, sweep, scale, gaps, around, read)
     write_outputs(results, out)
     shutil.rmtree(data / "work", ignore_errors=True)

@@ -118,14 +118,15 @@ def compressed(data: Path, images: Path, cores: int, rounds: int) -> dict:
     return out
 
 
-def cold(data: Path, rounds: int) -> dict:
-    """One epoch with the page cache dropped: shuffled rows against the same rows in order, 350x525 copy."""
-    path = data / f"read-{CLOUDS[0]}x{CLOUDS[1]}-copy/results/dataset.h5"
+def cold(data: Path, rounds: int, name: str) -> dict:
+    """One epoch with the page cache dropped: shuffled rows against the same rows in order (the copy of set ``name``)."""
+    path = data / f"read-{name}-copy/results/dataset.h5"
     rates = {}
     for label, extra in (("shuffled", ()), ("sequential", ("--sequential",))):
         rates[label] = round(statistics.median(reader("loader", path, "--cold", *extra) for _ in range(rounds)), 1)
-    row_mb = CLOUDS[0] * CLOUDS[1] * 3 / 1e6
-    out = {"images_per_s": rates, "mb_per_s": {k: round(v * row_mb, 1) for k, v in rates.items()}}
+    with h5py.File(path) as f:
+        row_mb = int(np.prod(f["images"].shape[1:])) / 1e6
+    out = {"set": name, "images_per_s": rates, "mb_per_s": {k: round(v * row_mb, 1) for k, v in rates.items()}}
     out["shuffled_over_sequential"] = round(rates["shuffled"] / rates["sequential"], 2)
     say(f"cold page cache: {out}")
     return out
@@ -186,15 +187,18 @@ def targets(r: dict) -> list[tuple]:
     return out  # fmt: skip
 
 
-def run(data: Path, clouds: Path, cores: int, rounds: int, small_count: int = 4096, open_rows: int = 1_000_000, open_parts: int = 1000, seconds: float = 1.0) -> dict:
-    """``clouds``: the benchmark's full-size Clouds JPEGs, read at 350x525; the 224x224 set is ``small_count`` JPEGs of 300x400.
-    ``seconds``: how long each reader is timed at least (0: one epoch)."""
+def run(
+    data: Path, clouds: Path, cores: int, rounds: int, small_count: int = 4096, open_rows: int = 1_000_000,
+    open_parts: int = 1000, seconds: float = 1.0, clouds_set: bool = True,
+) -> dict:  # fmt: skip
+    """``clouds``: the benchmark's full-size Clouds JPEGs, read at 350x525 (``clouds_set``); the 224x224 set is
+    ``small_count`` JPEGs of 300x400. ``seconds``: how long each reader is timed at least (0: one epoch)."""
     SECONDS[0] = seconds
     small = generate(data / f"full-{small_count}-{SMALL_SOURCE[0]}x{SMALL_SOURCE[1]}", small_count, *SMALL_SOURCE, cores)
-    sets = [("x".join(map(str, SMALL)), small, SMALL), ("x".join(map(str, CLOUDS)), clouds, CLOUDS)]
+    sets = [("x".join(map(str, SMALL)), small, SMALL)] + ([("x".join(map(str, CLOUDS)), clouds, CLOUDS)] if clouds_set else [])
     out = {"sets": [one_set(data, name, images, size, cores, rounds) for name, images, size in sets]}
     out["compressed"] = compressed(data, small, cores, rounds)
-    out["cold"] = cold(data, rounds)
+    out["cold"] = cold(data, rounds, sets[-1][0])
     if open_rows:
         out["open"] = million(data, open_rows, min(open_parts, open_rows))
     for name, _, _ in sets:
@@ -239,7 +243,7 @@ def markdown(r: dict) -> list[str]:
                   + ", ".join(f"{k} {v:,.0f} images/s ({c['share_of_uncompressed'][k]:.2f}x, {c['bytes'][k] / 1e6:,.0f} MB)" for k, v in c["images_per_s"].items()) + "."]
     k = r.get("cold")
     if k:
-        lines += ["", f"Page cache dropped (`posix_fadvise(DONTNEED)`), one epoch of the 350x525 set (copy) through the Loader: shuffled {k['images_per_s']['shuffled']:,.0f}"
+        lines += ["", f"Page cache dropped (`posix_fadvise(DONTNEED)`), one epoch of the {k['set']} set (copy) through the Loader: shuffled {k['images_per_s']['shuffled']:,.0f}"
                   f" images/s ({k['mb_per_s']['shuffled']} MB/s), in order {k['images_per_s']['sequential']:,.0f} ({k['mb_per_s']['sequential']} MB/s): {k['shuffled_over_sequential']}x."]
     o = r.get("open")
     if o:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 import pytest
 
 from imgshard import shm
+from imgshard.build import run_tag
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -61,11 +64,16 @@ def jobs_run(output: str, rule: str) -> int:
 
 
 @pytest.fixture(autouse=True)
-def no_shm_leak():
-    """Every test must leave /dev/shm as it found it."""
+def no_shm_leak(tmp_path):
+    """Every test must leave /dev/shm as it found it. Tests run two at a time, so a segment is this
+    test's when this process made it, or a shard job of this test's folders did (its name carries a
+    tag of the shard's path): another test's may come and go meanwhile."""
     before = set(shm.ours())
     yield
-    leaked = set(shm.ours()) - before
+    tags = {run_tag(str(m.with_name(m.name.replace("manifest-", "shard-").replace(".tsv", ".h5")))) for m in tmp_path.rglob("manifest-*.tsv")}
+    # A DataLoader worker's ring goes with its worker: one left by a worker that is gone is a leak, whoever's.
+    ring = [n for n in set(shm.ours()) - before if n.split("-")[1] == "ring" and not psutil.pid_exists(int(n.split("-p")[1].split("-")[0]))]
+    leaked = [n for n in set(shm.ours()) - before if f"-p{os.getpid()}-" in n or n.split("-")[1] in tags] + ring
     for name in leaked:
         shm.delete(name)
     assert not leaked, f"shared memory left in /dev/shm: {sorted(leaked)}"
@@ -153,3 +161,21 @@ def build_with_package(root: Path, images: Path, groups: list[list[str]], mode: 
     compression = shard_args.get("compression", "none")
     gather_and_publish(shards, str(out), shape, mode=mode, compression=compression)
     return out
+
+
+def fresh_build_of(images: Path, shards: int) -> dict:
+    """What a fresh full-size build of ``images`` stores, without building it: the images shard by shard,
+    sorted within each, with their digests, sizes and pixels as cv2 reads them."""
+    import hashlib
+
+    from imgshard.discover import find_images
+    from imgshard.shard import assign
+
+    paths = [rel for group in assign(find_images(images), shards) for rel in group]
+    pixels = [reference_pixels(images, rel) for rel in paths]
+    return {
+        "paths": paths,
+        "sha256": [hashlib.sha256((images / rel).read_bytes()).hexdigest() for rel in paths],
+        "original_size": np.array([p.shape[:2] for p in pixels]).reshape(-1, 2),
+        "images": np.stack(pixels) if pixels else np.zeros((0,)),
+    }

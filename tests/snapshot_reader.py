@@ -77,7 +77,7 @@ def h5py_hold(dataset: str, check: Check, stop: str) -> None:
         while not os.path.exists(stop):
             for i in rng.permutation(len(paths)):
                 check.row(paths[i], sha256[i], images[i])
-            time.sleep(0.01)
+            time.sleep(0.05)
 
 
 def dataset_reopened(dataset: str, check: Check, stop: str) -> None:
@@ -96,7 +96,7 @@ def dataset_reopened(dataset: str, check: Check, stop: str) -> None:
         ds.close()
         lines, problems = info(dataset)
         assert not problems, problems
-        time.sleep(0.01)
+        time.sleep(0.05)
 
 
 def loader_refreshed(dataset: str, check: Check, stop: str) -> None:
@@ -116,7 +116,7 @@ def loader_refreshed(dataset: str, check: Check, stop: str) -> None:
                     i = next(order)
                     check.row(paths[i], sha256[i], image)
             epoch += 1
-            time.sleep(0.01)
+            time.sleep(0.05)
 
 
 def _epoch_rows(loader) -> list[int]:
@@ -133,7 +133,7 @@ def batches_each_pass(dataset: str, check: Check, stop: str) -> None:
         for images, _ in batches(dataset, batch_size=5, shuffle=True):
             for image in images:
                 check.valid(image)
-        time.sleep(0.01)
+        time.sleep(0.05)
 
 
 KINDS = {"h5py-hold": h5py_hold, "dataset": dataset_reopened, "loader": loader_refreshed, "batches": batches_each_pass}

@@ -9,7 +9,7 @@ import pytest
 
 from imgshard.index import read_index
 from imgshard.shard import shard_of
-from tests.conftest import jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
+from tests.conftest import fresh_build_of, jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
 
 SHARDS = 4
 
@@ -121,10 +121,15 @@ def reused(work, rel: str) -> tuple[int, int]:
 
 
 def assert_same_as_fresh_build(tmp_path, images, ds, shards=SHARDS, name="fresh", **config):
-    fresh = tmp_path / name
-    fresh.mkdir()
-    snakemake(fresh, images_dir=images, shards=shards, **config)
-    want = read_dataset(fresh / "results/dataset.h5")
+    """What a fresh build of ``images`` stores: at full size, known without building it (the listing in
+    shard order, each file's digest and size, its pixels as cv2 reads them); resized, built for real."""
+    if not config.get("image_size"):
+        want = fresh_build_of(images, shards)
+    else:
+        fresh = tmp_path / name
+        fresh.mkdir()
+        snakemake(fresh, images_dir=images, shards=shards, **config)
+        want = read_dataset(fresh / "results/dataset.h5")
     assert ds["paths"] == want["paths"]
     assert ds["sha256"] == want["sha256"]
     assert (ds["original_size"] == want["original_size"]).all()

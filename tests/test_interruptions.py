@@ -19,14 +19,17 @@ from imgshard import shm
 from tests.conftest import REPO, SNAKEMAKE, config_args, read_dataset, read_shard, reference_pixels, snakemake
 
 
+SLOW = 24  # images in slow_images
+
+
 @pytest.fixture
 def slow_images(tmp_path) -> Path:
-    """40 noisy 1200x1800 JPEGs: about 3 s of decoding for one worker, time enough to interrupt."""
+    """24 noisy 1200x1800 JPEGs: about 2 s of decoding for one worker, time enough to interrupt."""
     folder = tmp_path / "slow"
     folder.mkdir()
     noise = np.random.default_rng(0).integers(0, 256, (1200, 1800, 3), dtype=np.uint8)
     cv2.imwrite(str(folder / "img000.jpg"), noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    for i in range(1, 40):
+    for i in range(1, SLOW):
         shutil.copy(folder / "img000.jpg", folder / f"img{i:03d}.jpg")
     return folder
 
@@ -80,7 +83,7 @@ def test_killed_worker_fails_the_job_quickly_and_a_rerun_completes(slow_images, 
 
     snakemake(workdir, "--rerun-incomplete", images_dir=slow_images, shards=1, workers=1)
     ds = read_dataset(workdir / "results/dataset.h5")
-    assert len(ds["paths"]) == 40
+    assert len(ds["paths"]) == SLOW
     np.testing.assert_array_equal(ds["images"][7], reference_pixels(slow_images, ds["paths"][7]))
 
 
@@ -111,13 +114,13 @@ def test_signal_leaves_no_half_written_file_and_no_shared_memory(slow_images, wo
         assert "interrupted by" in (workdir / "logs/decode_shard/dataset/000.log").read_text()
         assert not shard.exists()
     else:  # snakemake let the running job finish before it stopped: the shard is there, and whole
-        assert "shard 0: 40 images" in (workdir / "logs/decode_shard/dataset/000.log").read_text()
-        assert len(read_shard(shard)["paths"]) == 40
+        assert f"shard 0: {SLOW} images" in (workdir / "logs/decode_shard/dataset/000.log").read_text()
+        assert len(read_shard(shard)["paths"]) == SLOW
 
     snakemake(workdir, "--rerun-incomplete", images_dir=slow_images, shards=1, workers=1)
     ds = read_dataset(workdir / "results/dataset.h5")
-    assert len(ds["paths"]) == 40
-    np.testing.assert_array_equal(ds["images"][39], reference_pixels(slow_images, ds["paths"][39]))
+    assert len(ds["paths"]) == SLOW
+    np.testing.assert_array_equal(ds["images"][-1], reference_pixels(slow_images, ds["paths"][-1]))
 
 
 def test_leftovers_of_dead_processes_are_removed_live_ones_kept(images, workdir):
@@ -155,26 +158,24 @@ def test_two_runs_at_once_in_different_directories(slow_images, tmp_path):
 
 
 def test_run_killed_hard_leaves_segments_that_the_next_run_removes(slow_images, workdir):
-    before = set(os.listdir(shm.SHM_DIR))
     proc = start(workdir, images_dir=slow_images, shards=1, workers=1)
     owner, workers = wait_for_workers(proc)
     segments = [n for n in shm.ours() if f"-p{owner.pid}-" in n]
     os.killpg(proc.pid, signal.SIGKILL)  # nothing gets to clean up
     proc.communicate(timeout=30)
     psutil.wait_procs([owner, *workers], timeout=10)
-    assert segments and set(segments) <= set(shm.ours())  # the leak a hard kill leaves
+    # The leak a hard kill leaves (a shard job of a test running beside this one may remove it first:
+    # that is what every shard job does with segments whose owner is gone).
+    assert segments and not psutil.pid_exists(owner.pid)
     assert not list(workdir.rglob("*.h5"))  # but no shard file a rerun would trust
-    # Python's own named semaphores (sem.mp-*) die with their resource tracker:
-    # no later run can tell whose they are, so only this test, which made them, removes them.
-    for name in set(os.listdir(shm.SHM_DIR)) - before:
-        if name.startswith("sem.mp-"):
-            os.unlink(os.path.join(shm.SHM_DIR, name))
+    # Python's own named semaphores (sem.mp-*, 32 bytes) die with their resource tracker; nothing can
+    # tell whose they are, and a process of a test running beside this one may be using its own: left.
 
     snakemake(workdir, "--unlock", images_dir=slow_images, shards=1, workers=1)  # snakemake's own lock
     snakemake(workdir, "--rerun-incomplete", images_dir=slow_images, shards=1, workers=1)
     assert not set(segments) & set(shm.ours())
     assert not list(workdir.rglob("*.tmp-*"))
-    assert len(read_dataset(workdir / "results/dataset.h5")["paths"]) == 40
+    assert len(read_dataset(workdir / "results/dataset.h5")["paths"]) == SLOW
 
 
 def noisy(path: Path, seed: int) -> None:
@@ -184,7 +185,7 @@ def noisy(path: Path, seed: int) -> None:
 
 
 @pytest.mark.parametrize("how", ["kill-9", "ctrl-c"])
-@pytest.mark.parametrize("changed", [4, 30], ids=["few-changed", "many-changed"])
+@pytest.mark.parametrize("changed", [4, 20], ids=["few-changed", "many-changed"])
 def test_an_interrupted_rerun_loses_nothing_and_the_next_run_completes_it(slow_images, workdir, how, changed):
     """A rerun stopped while its shard job decodes: for few changed images a small part was being
     written, for many a fresh one. Whatever the stop left, the next run gives the dataset a fresh build
@@ -203,13 +204,10 @@ def test_an_interrupted_rerun_loses_nothing_and_the_next_run_completes_it(slow_i
     snakemake(workdir, "--rerun-incomplete", **config)
     ds = read_dataset(workdir / "results/dataset.h5")
     # what a fresh build stores: every image in list order, its digest, its pixels as cv2 reads them
-    assert ds["paths"] == [f"img{k:03d}.jpg" for k in range(40)]
+    assert ds["paths"] == [f"img{k:03d}.jpg" for k in range(SLOW)]
     assert ds["sha256"] == [hashlib.sha256((slow_images / p).read_bytes()).hexdigest() for p in ds["paths"]]
     for i, rel in enumerate(ds["paths"]):
         np.testing.assert_array_equal(ds["images"][i], reference_pixels(slow_images, rel), err_msg=rel)
     assert not list(workdir.rglob("*.tmp-*"))  # a killed job's temporary part went with the next run
     for name in shm.ours():  # segments a hard kill left behind: the next run removed them
         assert f"-p{owner.pid}-" not in name
-    for sem in set(os.listdir(shm.SHM_DIR)):  # Python's own, which no later run can tell apart (see above)
-        if sem.startswith("sem.mp-") and how == "kill-9":
-            os.unlink(os.path.join(shm.SHM_DIR, sem))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -200,3 +201,25 @@ def test_heaviest_shards_start_first(tmp_path, workdir):
     started = [int(s) for s in re.findall(r"wildcards: dataset=dataset, shard=(\d+)", out)]
     assert sorted(started) == [0, 1, 2, 3] and len(set(sizes)) == 4
     assert started == sorted(started, key=lambda s: -sizes[s])
+
+
+@pytest.mark.parametrize("gather", ["virtual", "copy"])
+def test_the_hdf5_1_10_command_line_tools_read_the_dataset(images, workdir, gather):
+    """Plain HDF5: Debian's h5dump (HDF5 1.10) reads the listing and the pixels, through the virtual
+    dataset's mappings too, equal to what h5py reads."""
+    if not shutil.which("h5dump"):
+        pytest.skip("h5dump (Debian's hdf5-tools) is not installed; .ci/run installs it")
+    version = subprocess.run(["h5dump", "--version"], capture_output=True, text=True).stdout
+    assert "1.10" in version, version
+    snakemake(workdir, images_dir=images, shards=2, gather=gather)
+    dataset = workdir / "results/dataset.h5"
+    ds = read_dataset(dataset)
+    last = len(ds["paths"]) - 1
+    out = subprocess.run(
+        ["h5dump", "-d", "/images", "-s", f"{last},0,0,0", "-c", "1,1,4,3", "-d", "/paths", str(dataset)],
+        capture_output=True, text=True, cwd="/",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    values = [int(v) for v in re.findall(r"\(\d+,0,\d,0\): (\d+), (\d+), (\d+)", out.stdout) for v in v]
+    assert values == ds["images"][last, 0, :4].reshape(-1).tolist()
+    assert f'"{ds["paths"][last]}"' in out.stdout

@@ -71,3 +71,20 @@ def test_the_slurm_plugin_stays_out_of_the_main_environment():
         f"the SLURM executor plugin is installed in {sys.prefix}: it belongs in .venv-slurm (make test-slurm)"
     )
     assert "snakemake-executor-plugin-slurm" not in (REPO / "requirements-dev.txt").read_text()
+
+
+def test_the_docs_links_resolve_and_the_readme_is_a_page_not_a_log():
+    import re
+
+    docs = [REPO / "README.md", REPO / "benchmarks/README.md", *sorted((REPO / "docs").glob("*.md"))]
+    for doc in docs:
+        text = doc.read_text()
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if target.startswith(("http://", "https://")):
+                continue
+            assert (doc.parent / target).exists(), f"{doc.relative_to(REPO)}: link to {target}, which does not exist"
+        assert "session" not in text.lower(), f"{doc.relative_to(REPO)} narrates the development"
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    assert readme.index("make run") < readme.index("## ")  # the two commands come first
+    assert "SPEED_TABLE" not in readme

@@ -91,12 +91,11 @@ def test_readers_see_their_snapshot_through_every_kind_of_rerun(tmp_path, gather
     os.unlink(images / "img0007.jpg")  # removed
     snakemake(work, **config)
     snakemake(work, **{**config, "image_size": f"[{SMALL[0]},{SMALL[1]}]"})  # every pixel changes
-    snakemake(work, **{**config, "shards": 3})  # every image moves to another shard
-    (images / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # a run that fails midway
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # a run that fails midway, resharding
     failed = snakemake(work, check=False, **{**config, "shards": 3})
     assert failed.returncode != 0 and "could not be stored" in failed.stdout
     (images / "broken.jpg").unlink()
-    snakemake(work, **{**config, "shards": 3})
+    snakemake(work, **{**config, "shards": 3})  # every image moves to another shard
     time.sleep(0.5)  # readers that reopen see the last snapshot
     results = readers.finish()
 

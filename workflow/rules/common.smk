@@ -244,14 +244,21 @@ def stop_progress():
 
 
 def print_summaries(stats_files):
-    """At the end of every run that got as far as its jobs: one line per dataset (a failed
-    run has said what failed)."""
+    """At the end of every run that built (or found up to date) a dataset: one line for it (a failed
+    run has said what failed; verify and report runs build nothing)."""
     if quiet() or not workflow.is_main_process or workflow.dryrun or RUN_FAILED:
         return
-    if getattr(workflow, "_dag", None) is None:
+    dag = getattr(workflow, "_dag", None)
+    if dag is None:
         return  # --lint, --unlock and the like: no build to speak of
+    gathered = {
+        DATASETS[job.wildcards.dataset].output
+        for job in dag.jobs
+        if job.rule.name.endswith("gather")
+    }
     for output, stats in stats_files.items():
-        print(summary(output, stats, RUN_STARTED), file=sys.stderr)
+        if output in gathered:
+            print(summary(output, stats, RUN_STARTED), file=sys.stderr)
 
 
 # Absolute: Snakemake has gone back to the folder it started in when this runs.
@@ -259,8 +266,7 @@ atexit.register(
     print_summaries,
     {
         d.output: [
-            os.path.abspath(f"{d.stem}.shards/shard-{name}.json")
-            for name in d.shard_names
+            os.path.abspath(f"{d.stem}.shards/shard-{name}.json") for name in d.shard_names
         ]
         for d in DATASETS.values()
     },
