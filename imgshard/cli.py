@@ -126,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imgshard", description="Look into, show, verify and export a dataset that imgshard built.")
     p.add_argument("--version", action="version", version=f"imgshard {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p_info = sub.add_parser("info", help="count, shape, gather mode and shard files, classes, skipped files, config")
+    p_info = sub.add_parser("info", help="count, shape, gather mode and part files, classes, skipped files, config")
     p_info.add_argument("dataset")
     p_show = sub.add_parser("show", help="stored images (masks outlined) as one PNG")
     p_show.add_argument("dataset")

@@ -4,7 +4,7 @@ The parent creates one or two SharedArray buffers in /dev/shm and starts the
 workers; each worker attaches once and decodes every image it is given into
 its row of a buffer (decode.py). Only row numbers, digests and error strings
 travel between processes, never pixels. With two buffers the parent writes
-batch k to the shard file while the workers decode batch k+1.
+batch k to the part file while the workers decode batch k+1.
 """
 
 from __future__ import annotations

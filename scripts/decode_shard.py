@@ -1,4 +1,4 @@
-"""Rule decode_shard: one shard's images into one HDF5 shard file (see imgshard/build.py)."""
+"""Rule decode_shard: one shard's new and changed images into a part file, and the shard's index (see imgshard/build.py)."""
 
 import os
 import sys

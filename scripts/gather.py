@@ -1,4 +1,4 @@
-"""Rule gather: the shard files into the final dataset (see imgshard/gather.py)."""
+"""Rule gather: the shards' indexes into a new snapshot of the dataset, published (see imgshard/gather.py, publish.py)."""
 
 import os
 import sys

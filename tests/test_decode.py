@@ -1,4 +1,4 @@
-"""decode_shard called directly: batches, both buffers, every start method, the shard file it writes."""
+"""decode_shard called directly: batches, both buffers, every start method, the shard it writes."""
 
 from __future__ import annotations
 

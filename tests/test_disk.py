@@ -121,7 +121,7 @@ def fill():
 
 
 def test_a_disk_that_fills_before_an_abandoned_shard_file_closes_is_one_line(small_disk, tmp_path):
-    """A job gives up on its shard file (here the free-space check refuses more rows) after the disk filled.
+    """A job gives up on its part file (here the free-space check refuses more rows) after the disk filled.
 
     Closing the file flushes what HDF5 still holds (its metadata) onto the
     full disk, and fails: it must still be the one line that names the file,

@@ -167,7 +167,7 @@ def test_run_killed_hard_leaves_segments_that_the_next_run_removes(slow_images, 
     # The leak a hard kill leaves (a shard job of a test running beside this one may remove it first:
     # that is what every shard job does with segments whose owner is gone).
     assert segments and not psutil.pid_exists(owner.pid)
-    assert not list(workdir.rglob("*.h5"))  # but no shard file a rerun would trust
+    assert not list(workdir.rglob("*.h5"))  # but no shard index or part a rerun would trust
     # Python's own named semaphores (sem.mp-*, 32 bytes) die with their resource tracker; nothing can
     # tell whose they are, and a process of a test running beside this one may be using its own: left.
 

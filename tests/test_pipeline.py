@@ -44,7 +44,7 @@ def test_copy_gather_is_self_contained_and_compressed(images, workdir, tmp_path)
     snakemake(workdir, images_dir=images, shards=3, gather="copy", compression="gzip")
     moved = tmp_path / "moved.h5"
     os.rename(workdir / "results/dataset.h5", moved)
-    shutil.rmtree(workdir / "results/dataset.shards")  # the shard files, and their previous/ links
+    shutil.rmtree(workdir / "results/dataset.shards")  # the indexes, parts, snapshots and previous/ links
     with h5py.File(moved) as f:
         assert f["images"].compression == "gzip" and f["images"].chunks == (1, 48, 64, 3)
         first = f["paths"].asstr()[0]

@@ -91,11 +91,15 @@ def test_batches_kept_by_the_caller_keep_their_pixels(tmp_path, start_method):
         np.testing.assert_array_equal(image[0].numpy(), reference_pixels(images, rel))
         np.testing.assert_array_equal(masks[0].numpy(), truth[rel])
     assert ring._attached  # the fast path ran: the main process maps the workers' rings
-    seen = 0
-    for image, masks in loader:  # letting go of each batch: slots come round again
-        seen += 1
-        np.testing.assert_array_equal(image[0].numpy(), reference_pixels(images, rels[seen - 1]))
-    assert seen == 31
+    del kept
+    for epoch in range(3):  # letting go of each batch: slots come round again; each epoch new workers
+        seen = 0
+        for image, masks in loader:
+            seen += 1
+            np.testing.assert_array_equal(image[0].numpy(), reference_pixels(images, rels[seen - 1]))
+        assert seen == 31
+    # the main process lets go of the rings of workers that are gone: two workers' three segments each
+    assert len(ring._attached) <= 6
 
 
 def test_importing_the_reader_does_not_import_torch():

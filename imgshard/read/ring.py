@@ -23,6 +23,7 @@ import weakref
 from multiprocessing import util
 
 import numpy as np
+import psutil
 
 from .. import shm
 
@@ -83,8 +84,16 @@ _attached: dict[str, np.ndarray] = {}
 def _attach(name: str) -> np.ndarray:
     array = _attached.get(name)
     if array is None:
+        # The rings of workers that are gone (a DataLoader starts new ones each epoch unless its
+        # workers persist): let go of them, or their memory would stay mapped here for good.
+        for old in [n for n in _attached if not psutil.pid_exists(_owner(n))]:
+            del _attached[old]
         array = _attached[name] = shm.attach(name)
     return array
+
+
+def _owner(name: str) -> int:
+    return int(name.split("-p")[-1].split("-")[0])
 
 
 def _release(flags: np.ndarray, slot: int, holders: list[int]) -> None:
