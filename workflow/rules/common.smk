@@ -38,7 +38,8 @@ except ImgshardError as e:
 _first = next(iter(DATASETS.values()))
 RESULTS = os.path.join(os.path.dirname(_first.output), "")
 EXT = os.path.splitext(_first.output)[1]
-for _dataset in DATASETS.values():
+# Only the run itself: a job on a cluster node parses this file too, while others write.
+for _dataset in DATASETS.values() if workflow.is_main_process else []:
     _indexes = [
         f"{_dataset.stem}.shards/shard-{name}.h5" for name in _dataset.shard_names
     ]
@@ -266,7 +267,8 @@ atexit.register(
     print_summaries,
     {
         d.output: [
-            os.path.abspath(f"{d.stem}.shards/shard-{name}.json") for name in d.shard_names
+            os.path.abspath(f"{d.stem}.shards/shard-{name}.json")
+            for name in d.shard_names
         ]
         for d in DATASETS.values()
     },
