@@ -404,7 +404,7 @@ def overhead_markdown(o: dict) -> list[str]:
             for x in o["resized"]
         ]
         lines += ["", "The default `reducing_gap: 2.0` decodes these images at 1/2; the limit, and `reducing_gap: 1.0`, at 1/4."
-                  " The limit decodes JPEGs with simplejpeg as the pipeline does; the limit with imread is issue 9's, as earlier runs measured it."]
+                  " The limit decodes JPEGs with simplejpeg as the pipeline does; the limit with imread decodes every file with cv2.imread instead."]
     if o.get("photos"):
         p = o["photos"]
         lines += ["", f"Mixed large photographs ({p['images']}: JPEG 1920x1080 to 5120x2880, RGBA PNG, 4096x4096 WebP) to 384x512:"

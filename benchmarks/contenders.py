@@ -13,8 +13,8 @@ limit:  one process decoding every image into a preallocated buffer, the fastest
         the decode work no parallel version can avoid; the benchmark divides its
         time by C. With --size: a JPEG decoded at the largest DCT reduction that
         still covers the size (1/2, 1/4, 1/8), then INTER_AREA into the row.
-limit_imread: the same with cv2.imread for every file: the limit as issue 9
-        defined it, kept to compare with earlier runs.
+limit_imread: the same with cv2.imread for every file, the decoder
+        of every format but JPEG.
 """
 
 from __future__ import annotations

@@ -26,9 +26,8 @@ def resized(data: Path, images: Path, count: int, cores: int, rounds: int) -> di
 
     Also the pipeline with ``reducing_gap: 1.0``, which decodes these images at
     1/4 as the limit does (the default 2.0 decodes them at 1/2): what the
-    pipeline adds to the limit's own decode work. And the limit as issue 9
-    defined it, with ``cv2.imread`` (``limit_imread``), to compare with runs
-    from before the pipeline decoded JPEGs with simplejpeg.
+    pipeline adds to the limit's own decode work. And the limit with
+    ``cv2.imread`` for every file (``limit_imread``).
     """
     size = ",".join(map(str, CLOUDS_SIZE))
     runs: dict[str, list[float]] = {"pipeline": [], "serial": [], "limit": [], "limit_imread": [], "pipeline_gap_1": []}

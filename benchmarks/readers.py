@@ -43,7 +43,7 @@ def files_of(dataset: str) -> list[str]:
 
 
 def limit(dataset: str, args) -> callable:
-    """The issue's limit: one process, ``read_direct_chunk`` of each row's chunk, shuffled, into one buffer."""
+    """The limit: one process, ``read_direct_chunk`` of each row's chunk, shuffled, into one buffer."""
     f = h5py.File(dataset, "r")
     images = f["images"]
     n = images.shape[0]

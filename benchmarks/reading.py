@@ -58,7 +58,7 @@ def build(source: Path, work: Path, size: tuple[int, int], cores: int, **config)
 
 
 def chunked_copy(dataset: Path, out: Path) -> Path:
-    """The same pixels, one chunk per row, for the limit as the issue defines it (read_direct_chunk)."""
+    """The same pixels, one chunk per row, for the limit (read_direct_chunk of each row's chunk)."""
     with h5py.File(dataset) as src, h5py.File(out, "w") as dst:
         images = src["images"]
         target = dst.create_dataset("images", images.shape, np.uint8, chunks=(1, *images.shape[1:]))

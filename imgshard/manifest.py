@@ -80,9 +80,11 @@ def shard_text(images_dir: str, relpaths: list[str], stats: dict[str, tuple[int,
     if headers and previous:
         old = {line.split("\t", 1)[0]: line for line in _lines(previous)}
     lines = [_HEADER]
+    # One search of the whole list (almost no name needs escaping) instead of one per name.
+    special = _SPECIAL.search("/".join(relpaths)) is not None
     for rel in relpaths:
         size, mtime = stats[rel]
-        name = escape(rel)
+        name = escape(rel) if special else rel
         start = f"{name}\t{size}\t{mtime}\t"
         if not headers:
             lines.append(start + "\t\n")
@@ -107,10 +109,11 @@ def header_sizes(text: str):
 # A file name may hold a tab or a line end (Linux allows both; scraped sets have them): escaped, one line per image.
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _UNESCAPE = re.compile(r"\\(.)")
+_SPECIAL = re.compile(r"[\\\t\n\r]")
 
 
 def escape(path: str) -> str:
-    return path.translate(str.maketrans(_ESCAPES)) if any(c in path for c in _ESCAPES) else path
+    return path.translate(str.maketrans(_ESCAPES)) if _SPECIAL.search(path) else path
 
 
 def unescape(field: str) -> str:
