@@ -90,23 +90,37 @@ def redo_what_is_damaged(out_path: str, stats_path: str, shard_indexes: list[str
     """Remove the outputs Snakemake would otherwise take as up to date though what they stand for is gone
     or damaged, so that it runs their jobs again; what was wrong, a line each.
 
-    A shard whose part files are gone or no longer the size they were written
-    with (a copy cut short, a disk that filled) loses its index and stats, and
-    the gather its output too (Snakemake does not rebuild a missing file that
-    only a finished output needs). The gather's declared output is its stats
-    file: when the dataset it published is gone (deleted by hand) or no longer
-    its size, the stats go too.
+    A shard whose index, stats or part files are gone, or whose parts are no
+    longer the size they were written with (a copy cut short, a disk that
+    filled, the shard folder deleted), loses its index and stats, and the
+    gather its output too (Snakemake does not rebuild a missing file that only
+    a finished output needs). The gather's declared output is its stats file:
+    when the dataset it published is gone (deleted by hand) or no longer its
+    size, the stats go too.
     """
     import json
 
     redo = []
     folder = shards_dir(out_path)
+    try:
+        with open(stats_path) as f:
+            # built with these shards: a shard whose files are missing lost them since (not new in a resharding)
+            built = len(json.load(f)["shards"]) == len(shard_indexes)
+    except (FileNotFoundError, ValueError, KeyError):
+        built = False
     for index in shard_indexes:
         stats = index[: -len(".h5")] + ".json"
         try:
             with open(stats) as f:
                 parts = json.load(f).get("parts") or {}
+            if not os.path.exists(index):
+                raise FileNotFoundError(index)
         except (FileNotFoundError, ValueError):
+            if built:  # the dataset was built, and this shard's files are gone since
+                redo.append(f"{index}: gone; the shard is rebuilt")
+                for stale in (index, stats, stats_path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(stale)
             continue
         for name, size in parts.items():
             path = os.path.join(folder, name)

@@ -81,7 +81,7 @@ def remove_stale() -> list[str]:
 def reservation():
     """Held while a shard job sizes and creates its buffers: jobs side by side then each see the space
     the others took (their pages allocated), not the same free space twice."""
-    fd = os.open(os.path.join(SHM_DIR, f"{PREFIX}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(SHM_DIR, os.O_RDONLY)  # the folder itself: a lock that leaves no file behind
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -98,3 +98,20 @@ def test_a_part_file_cut_short_is_named_in_one_line_and_rebuilt_by_the_next_run(
     ds = read_dataset(dataset)
     for i, rel in enumerate(ds["paths"]):
         np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel))
+
+
+def test_a_deleted_shard_folder_is_rebuilt_and_never_read_as_zeros(tmp_path, workdir):
+    """The user deletes results/dataset.shards/: the next run rebuilds every shard and publishes the
+    dataset again (Snakemake alone would take the finished gather as up to date)."""
+    import shutil
+
+    images = tmp_path / "images"
+    make_images(images, 6)
+    snakemake(workdir, images_dir=images, shards=2)
+    shutil.rmtree(workdir / "results/dataset.shards")
+    proc = snakemake(workdir, images_dir=images, shards=2)
+    assert "shard-000.h5: gone; the shard is rebuilt" in proc.stdout
+    assert jobs_run(proc.stdout, "decode_shard") == 2 and jobs_run(proc.stdout, "gather") == 1
+    ds = read_dataset(workdir / "results/dataset.h5")
+    for i, rel in enumerate(ds["paths"]):
+        np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel))
