@@ -91,10 +91,6 @@ class ShardIndex:
                 damaged.append(path)
         return damaged
 
-    def dead_rows(self) -> int:
-        """Rows of its parts that no listed image uses (changed, removed or skipped images left them)."""
-        return sum(self.part_rows) - len(self.paths)
-
 
 def write_index(path: str, index: ShardIndex) -> None:
     """Write ``index`` to ``path`` through a temporary file: a reader sees the old index or the new one."""
