@@ -118,17 +118,14 @@ def redo_what_is_damaged(out_path: str, stats_path: str, shard_indexes: list[str
         except (FileNotFoundError, ValueError):
             if built:  # the dataset was built, and this shard's files are gone since
                 redo.append(f"{index}: gone; the shard is rebuilt")
-                for stale in (index, stats, stats_path):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(stale)
+                _remove(index, stats, stats_path)
             continue
         for name, size in parts.items():
             path = os.path.join(folder, name)
-            if not os.path.exists(path) or os.path.getsize(path) != size:
-                redo.append(f"{path}: {'gone' if not os.path.exists(path) else 'damaged (not the size it was written with)'}; its shard is rebuilt")
-                for stale in (index, stats, stats_path):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(stale)
+            found = os.path.getsize(path) if os.path.exists(path) else None
+            if found != size:
+                redo.append(f"{path}: {'gone' if found is None else 'damaged (not the size it was written with)'}; its shard is rebuilt")
+                _remove(index, stats, stats_path)
                 break
     if os.path.exists(stats_path):
         try:
@@ -140,6 +137,12 @@ def redo_what_is_damaged(out_path: str, stats_path: str, shard_indexes: list[str
             redo.append(f"{out_path}: {'gone' if not os.path.exists(out_path) else 'damaged'}; it is published again")
             os.unlink(stats_path)
     return redo
+
+
+def _remove(*paths: str) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def is_held(fd: int) -> bool:
