@@ -8,7 +8,7 @@ DEMO := demo
 DEMO_TRAIN ?= 36
 DEMO_TEST ?= 12
 
-.PHONY: run test lint bench demo venv compiled clean slurm-up slurm-down test-slurm
+.PHONY: run test lint bench demo venv torch compiled clean slurm-up slurm-down test-slurm
 
 # A stamp per requirements file: editing one reinstalls. The package itself goes in
 # editable, so `imgshard` and `import imgshard` work from anywhere in .venv.
@@ -24,15 +24,19 @@ $(BIN)/.dev: requirements-dev.txt requirements-test.txt $(BIN)/.runtime
 
 venv: $(BIN)/.runtime
 
+# PyTorch in .venv, for the DataLoader path and examples/train_clouds.py (pyproject.toml's torch extra).
+torch: $(BIN)/.runtime
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[torch]'
+
 # Every job imports imgshard in a new Python; where PYTHONDONTWRITEBYTECODE is
 # set (many containers), each would compile it again: 0.16 s of CPU in a
 # 5-job build. Files already compiled are skipped.
 compiled: $(BIN)/.runtime
 	$(BIN)/python -m compileall -q imgshard
 
-$(DEMO)/.complete: imgshard/demo.py | $(BIN)/.runtime
+$(DEMO)/.complete: imgshard/tools/demo.py | $(BIN)/.runtime
 	rm -rf $(DEMO)/train_images $(DEMO)/test_images
-	$(BIN)/python -m imgshard.demo $(DEMO) --train $(DEMO_TRAIN) --test $(DEMO_TEST)
+	$(BIN)/python -m imgshard.tools.demo $(DEMO) --train $(DEMO_TRAIN) --test $(DEMO_TEST)
 	touch $@
 
 demo: $(DEMO)/.complete

@@ -14,7 +14,7 @@ IMGSHARD = workflow.current_basedir.get_path_or_uri(secret_free=False)
 # The package beside this file holds the logic; rules and scripts import it.
 sys.path.insert(0, IMGSHARD)
 from imgshard import ImgshardError
-from imgshard.config import normalize, schema_error
+from imgshard.plan.config import normalize, schema_error
 
 
 # The defaults live next to the Snakefile, whatever the working directory;
@@ -45,28 +45,11 @@ include: "workflow/rules/decode.smk"
 include: "workflow/rules/gather.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/verify.smk"
-
-
-# Snakemake skips these on "Nothing to be done"; the next run with jobs prunes then.
-onstart:
-    start_progress()
-
-
-onsuccess:
-    stop_progress()
-    cancel_idle_timers()
-    prune_spilled()
-
-
-onerror:
-    RUN_FAILED.append(True)
-    stop_progress()
-    cancel_idle_timers()
-    prune_spilled()
+include: "workflow/rules/run.smk"
 
 
 rule all:
     default_target: True
     input:
         # The gather publishes each dataset file with its stats (see gather.smk).
-        expand(f"{RESULTS}{{dataset}}.stats.json", dataset=DATASETS),
+        expand(FILES.stats, dataset=DATASETS),

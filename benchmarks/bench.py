@@ -213,9 +213,9 @@ def reducing_gap_test(data: Path, clouds: Path, per_size: int) -> dict | None:
     """
     if not per_size:
         return None
-    from imgshard.decode import decode_into
-    from imgshard.demo import photo_image
-    from imgshard.geometry import Geometry
+    from imgshard.pixels.decode import decode_into
+    from imgshard.tools.demo import photo_image
+    from imgshard.pixels.geometry import Geometry
 
     folder = data / f"photos-{per_size}"
     if not (folder / ".complete").exists():

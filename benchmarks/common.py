@@ -7,7 +7,7 @@ import sys
 from multiprocessing import Pool
 from pathlib import Path
 
-from imgshard.demo import write_demo
+from imgshard.tools.demo import write_demo
 
 from . import measure
 

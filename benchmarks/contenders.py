@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 import simplejpeg
 
-from imgshard.header import read_header
+from imgshard.pixels.header import read_header
 
 FLAGS = cv2.IMREAD_COLOR_RGB
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")

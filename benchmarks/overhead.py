@@ -88,7 +88,7 @@ PHOTO_KINDS = [(1920, 1080, ".jpg"), (2560, 1600, ".jpg"), (4032, 3024, ".jpg"),
 
 
 def make_photos(folder: Path, per_kind: int, scale: float = 1.0) -> Path:
-    from imgshard.demo import photo_image
+    from imgshard.tools.demo import photo_image
 
     if (folder / ".complete").exists():
         return folder

@@ -46,7 +46,7 @@ def reader(name: str, target: Path, *extra: str) -> float:
 
 
 def _size_of(jpeg: Path) -> tuple[int, int]:
-    from imgshard.probe import header_size
+    from imgshard.plan.probe import header_size
 
     return header_size(str(jpeg))
 
@@ -135,9 +135,9 @@ def cold(data: Path, rounds: int, name: str) -> dict:
 def million(data: Path, rows: int, parts: int) -> dict:
     """Open a dataset of ``rows`` rows (8x8 pixels: opening does not depend on their size), virtual over
     ``parts`` part files and copied: gather, then a Loader's and an H5ImageDataset's open, each in a new process."""
-    from imgshard.index import ShardIndex, write_index
-    from imgshard.publish import gather_and_publish
-    from imgshard.write import PartWriter
+    from imgshard.build.index import ShardIndex, write_index
+    from imgshard.publish.snapshots import gather_and_publish
+    from imgshard.build.part import PartWriter
 
     root = fresh(data / f"open-{rows}")
     shards_dir = root / "results/dataset.shards"

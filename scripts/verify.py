@@ -8,6 +8,7 @@ import sys
 if __name__ == "__main__":
     # The rule runs this file where it lies; the package sits beside its folder.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from imgshard.jobs import run_step, verify_job
+    from imgshard.steps.run import run_step
+    from imgshard.steps.verify import verify_job
 
     run_step(verify_job, sys.argv[1:])

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -14,7 +19,7 @@ import psutil
 import pytest
 
 from imgshard import shm
-from imgshard.build import run_tag
+from imgshard.build.shard import run_tag
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -48,10 +53,14 @@ def config_args(**config) -> list[str]:
     return ["--config", *(f"{k}={v}" for k, v in config.items())] if config else []
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 240, **config) -> subprocess.CompletedProcess:
+def snakemake_cmd(workdir: Path, *args: str, cores: int = 2, **config) -> list[str]:
+    """The real snakemake on this repository's Snakefile in ``workdir``, ``config`` as --config pairs."""
+    return [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", str(cores), *args, *config_args(**config)]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 240, cores: int = 2, **config) -> subprocess.CompletedProcess:
     """Run the real snakemake on this repository's Snakefile in ``workdir``; output and errors combined."""
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    cmd += config_args(**config)
+    cmd = snakemake_cmd(workdir, *args, cores=cores, **config)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
@@ -97,7 +106,7 @@ def workdir(tmp_path) -> Path:
 def read_dataset(path: Path) -> dict:
     import h5py
 
-    from imgshard.gather import skipped_of
+    from imgshard.publish.gather import skipped_of
 
     with h5py.File(path, "r") as f:
         return {
@@ -119,7 +128,7 @@ def read_shard(path: Path) -> dict:
     """A shard as its index lists it: images (and masks) read from the part and row of each, in list order."""
     import h5py
 
-    from imgshard.index import read_index
+    from imgshard.build.index import read_index
 
     index = read_index(str(path))
     folder = Path(path).parent
@@ -147,16 +156,16 @@ def read_shard(path: Path) -> dict:
 
 def build_with_package(root: Path, images: Path, groups: list[list[str]], mode: str = "virtual", shape=(48, 64), **shard_args) -> Path:
     """A dataset built by the package's own steps, no Snakemake: each group of relative paths a shard, then gather and publish."""
-    from imgshard.build import decode_shard
-    from imgshard.geometry import Geometry
-    from imgshard.publish import gather_and_publish
+    from imgshard.build.shard import ShardJob, build_shard
+    from imgshard.pixels.geometry import Geometry
+    from imgshard.publish.snapshots import gather_and_publish
 
     out = root / "results/dataset.h5"
     shards = []
     for k, group in enumerate(groups):
         index = root / "results/dataset.shards" / f"shard-{k:03d}.h5"
         index.parent.mkdir(parents=True, exist_ok=True)
-        decode_shard([str(images / r) for r in group], group, str(index), Geometry(*shape), shard=k, workers=1, **shard_args)
+        build_shard(ShardJob([str(images / r) for r in group], group, str(index), Geometry(*shape), shard=k, workers=1, **shard_args))
         shards.append(str(index))
     compression = shard_args.get("compression", "none")
     gather_and_publish(shards, str(out), shape, mode=mode, compression=compression)
@@ -168,8 +177,8 @@ def fresh_build_of(images: Path, shards: int) -> dict:
     sorted within each, with their digests, sizes and pixels as cv2 reads them."""
     import hashlib
 
-    from imgshard.discover import find_images
-    from imgshard.shard import assign
+    from imgshard.plan.discover import find_images
+    from imgshard.plan.shard import assign
 
     paths = [rel for group in assign(find_images(images), shards) for rel in group]
     pixels = [reference_pixels(images, rel) for rel in paths]
@@ -179,3 +188,83 @@ def fresh_build_of(images: Path, shards: int) -> dict:
         "original_size": np.array([p.shape[:2] for p in pixels]).reshape(-1, 2),
         "images": np.stack(pixels) if pixels else np.zeros((0,)),
     }
+
+
+@pytest.fixture
+def clouds(tmp_path):
+    """9 images with random Clouds masks in a train.csv: (images, csv, {path: masks})."""
+    from tests.images import random_masks, write_clouds_csv
+
+    images = tmp_path / "images"
+    rels = make_images(images, 9)
+    truth = {rel: random_masks(i) for i, rel in enumerate(rels)}
+    write_clouds_csv(tmp_path / "train.csv", truth)
+    return images, tmp_path / "train.csv", truth
+
+
+def mount_refused(namespace: bool = False) -> str | None:
+    """Why this machine will not let a test mount a small tmpfs (in a mount namespace of its own), or None."""
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    if namespace and not shutil.which("unshare"):
+        return "a mount namespace needs unshare (util-linux)"
+    with tempfile.TemporaryDirectory() as probe:
+        cmd = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", probe]
+        cmd = ["unshare", "--mount", "--propagation", "private", *cmd] if namespace else cmd
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return f"this machine refuses {' '.join(cmd[:3])}...: {proc.stderr.strip() or proc.returncode}"
+        if not namespace:
+            subprocess.run(["umount", probe], check=True)
+    return None
+
+
+class Gate:
+    """An image that holds up whoever decodes it until the test lets it through: a FIFO named like a
+    JPEG. A shard job's worker that opens it blocks there, so the test knows the job is mid-decode
+    (``wait_until_opened``) for as long as it likes, whatever the machine's speed. ``release`` feeds
+    it ``content`` (a JPEG's bytes) and leaves a plain file with those bytes in its place."""
+
+    def __init__(self, path: Path, content: bytes):
+        self.path, self.content = Path(path), content
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(self.path)
+        self.fd: int | None = None
+
+    def wait_until_opened(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:  # succeeds only once a reader has the FIFO open
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+                return
+            except OSError as e:
+                if e.errno != errno.ENXIO or time.monotonic() > deadline:
+                    raise AssertionError(f"no process opened {self.path} in {timeout} s") from None
+            time.sleep(0.01)
+
+    def release(self) -> None:
+        """Let the reader through (it has the FIFO open), then put a plain file in the FIFO's place."""
+        if self.fd is None:
+            self.wait_until_opened()
+        if self.fd is not None:
+            os.set_blocking(self.fd, True)
+            with contextlib.suppress(BrokenPipeError):  # the reader was killed meanwhile
+                os.write(self.fd, self.content)
+            os.close(self.fd)
+            self.fd = None
+        self.replace()
+
+    def replace(self) -> None:
+        """A plain file with the content in the FIFO's place (the reader, if any, gets an error)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        tmp = self.path.with_name(self.path.name + ".plain")
+        tmp.write_bytes(self.content)
+        os.replace(tmp, self.path)
+
+
+def jpeg_bytes(seed: int, height: int = 48, width: int = 64) -> bytes:
+    """The bytes write_image would write for ``seed``."""
+    with tempfile.TemporaryDirectory() as folder:
+        return write_image(Path(folder) / "x.jpg", seed, height, width).read_bytes()

@@ -1,4 +1,4 @@
-"""Image files of every kind the tests need, written byte by byte where no encoder makes them."""
+"""Image files of every kind the tests need (written byte by byte where no encoder makes them), and Clouds masks."""
 
 from __future__ import annotations
 
@@ -116,3 +116,41 @@ def exif_rotated_jpeg(path, rgb: np.ndarray, orientation: int = 6) -> None:
     app1 = b"\xff\xe1" + struct.pack(">H", 8 + len(ifd)) + b"Exif\x00\x00" + ifd
     data = enc.tobytes()
     path.write_bytes(data[:2] + app1 + data[2:])
+
+
+# --- Clouds masks: what a labels CSV of Understanding Clouds holds ---
+
+CLASSES = ["Fish", "Flower", "Gravel", "Sugar"]
+
+
+def encode(mask: np.ndarray) -> str:
+    """The Clouds encoding, written out plainly: 1-based starts, column-major order."""
+    flat = list(mask.T.reshape(-1))
+    runs, i = [], 0
+    while i < len(flat):
+        if flat[i]:
+            j = i
+            while j < len(flat) and flat[j]:
+                j += 1
+            runs += [i + 1, j - i]
+            i = j
+        else:
+            i += 1
+    return " ".join(map(str, runs))
+
+
+def random_masks(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((height, width, len(CLASSES)), np.uint8)
+    for k in range(len(CLASSES)):
+        if rng.random() < 0.7:
+            y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
+            masks[y : y + rng.integers(4, 20), x : x + rng.integers(4, 30), k] = 1
+    return masks
+
+
+def write_clouds_csv(path, truth: dict[str, np.ndarray]) -> None:
+    lines = ["Image_Label,EncodedPixels"]
+    for rel, masks in truth.items():
+        lines += [f"{rel}_{c},{encode(masks[..., k])}" for k, c in enumerate(CLASSES)]
+    path.write_text("\n".join(lines) + "\n")

@@ -2,12 +2,15 @@
 
     python -m tests.snapshot_reader KIND DATASET TRUTH STOP OUT
 
-TRUTH is a JSON file: "path sha256" -> {"HxW": blake2b of the pixels}, for
+TRUTH is a JSON file: "path sha256" -> {"HxW": blake2b of the pixels, "label": class index}, for
 every version of every image the test will ever make. A row is good when its
 pixels are exactly those of the image version its own ``paths`` and
-``sha256`` entries name, in the snapshot the reader opened: rows, paths and
-digests aligned. The reader runs until STOP exists, then writes OUT:
-rows read, bad rows (with the first few), errors, snapshots seen.
+``sha256`` entries name, in the snapshot the reader opened, and its label is
+that image's: rows, paths, digests and labels aligned. The reader runs until
+STOP exists, then writes OUT: rows read, bad rows (with the first few),
+errors, the snapshots it saw, and passes where the snapshot it held was gone
+from its folder. OUT.seen gets each snapshot's name as the reader first opens
+it, the first one written before any row is read: the test waits on it.
 
 KIND: ``h5py-hold`` (plain h5py, one open file throughout), ``dataset``
 (H5ImageDataset and `imgshard info`, opened again for every pass), ``loader``
@@ -31,72 +34,104 @@ def digest(row: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=12).hexdigest()
 
 
+def label_of(path: str) -> int:
+    """The class every version of ``path`` has: its index among the classes a, b, c."""
+    return hashlib.blake2b(path.encode()).digest()[0] % 3
+
+
 class Check:
-    def __init__(self, truth_path: str):
+    def __init__(self, truth_path: str, out: str):
         with open(truth_path) as f:
             self.truth = json.load(f)
-        self.rows = self.bad = 0
+        self.rows = self.bad = self.held_gone = 0
         self.examples: list[str] = []
-        self.snapshots: set = set()
+        self.snapshots: list[str] = []
+        self.seen = out + ".seen"
         self.any_version: dict | None = None
 
-    def valid(self, pixels: np.ndarray) -> None:
-        """A row read without its listing: it must be some version of some image, at this size."""
+    def opened(self, snapshot: str) -> None:
+        """The reader now reads ``snapshot`` (its name relative to the dataset's folder)."""
+        if snapshot not in self.snapshots:
+            self.snapshots.append(snapshot)
+            with open(self.seen, "a") as f:
+                f.write(snapshot + "\n")
+
+    def valid(self, pixels: np.ndarray, label: int) -> None:
+        """A row read without its listing: it must be some version of some image, at this size, with its label."""
         shape = f"{pixels.shape[0]}x{pixels.shape[1]}"
         if self.any_version is None:
             self.any_version = {}
-            for sizes in self.truth.values():
-                for size, d in sizes.items():
-                    self.any_version.setdefault(size, set()).add(d)
+            for entry in self.truth.values():
+                for size, d in entry.items():
+                    if size != "label":
+                        self.any_version.setdefault(size, {}).setdefault(d, set()).add(entry["label"])
         self.rows += 1
-        if digest(pixels) not in self.any_version.get(shape, ()):
-            self.bad += 1
-            if len(self.examples) < 5:
-                self.examples.append("all zeros" if not pixels.any() else "pixels of no image version")
+        labels = self.any_version.get(shape, {}).get(digest(pixels))
+        if labels is None or label not in labels:
+            self._bad("all zeros" if not pixels.any() else "pixels of no image version" if labels is None else f"label {label}, not its image's")
 
-    def row(self, path: str, sha256: str, pixels: np.ndarray) -> None:
+    def row(self, path: str, sha256: str, pixels: np.ndarray, label: int) -> None:
         self.rows += 1
-        want = self.truth.get(f"{path} {sha256}", {}).get(f"{pixels.shape[0]}x{pixels.shape[1]}")
-        if want is None or want != digest(pixels):
-            self.bad += 1
-            if len(self.examples) < 5:
-                zeros = not pixels.any()
-                self.examples.append(f"{path} {sha256[:8]}: {'all zeros' if zeros else 'other pixels'}" + ("" if want else " (no such version)"))
+        entry = self.truth.get(f"{path} {sha256}", {})
+        want = entry.get(f"{pixels.shape[0]}x{pixels.shape[1]}")
+        if want is None or want != digest(pixels) or label != entry["label"]:
+            zeros = not pixels.any()
+            what = "all zeros" if zeros else "other pixels" if want != digest(pixels) else f"label {label}"
+            self._bad(f"{path} {sha256[:8]}: {what}" + ("" if want else " (no such version)"))
+
+    def _bad(self, example: str) -> None:
+        self.bad += 1
+        if len(self.examples) < 5:
+            self.examples.append(example)
 
 
-def listing(f: h5py.File) -> tuple[list[str], list[str]]:
-    return list(f["paths"].asstr()[()]), list(f["sha256"].asstr()[()])
+def pause() -> None:
+    """Between passes: the readers share the machine with the reruns they read through."""
+    time.sleep(0.05)
+
+
+def listing(f: h5py.File) -> tuple[list[str], list[str], np.ndarray]:
+    return list(f["paths"].asstr()[()]), list(f["sha256"].asstr()[()]), f["labels"][()]
 
 
 def h5py_hold(dataset: str, check: Check, stop: str) -> None:
     with h5py.File(dataset, "r") as f:
-        check.snapshots.add(os.fstat(f.id.get_vfd_handle()).st_ino)
-        paths, sha256 = listing(f)
+        name = f.attrs["snapshot"]
+        held = os.fstat(f.id.get_vfd_handle()).st_ino
+        check.opened(name)
+        paths, sha256, labels = listing(f)
         images = f["images"]
         rng = np.random.default_rng(0)
         while not os.path.exists(stop):
+            # The snapshot it holds must stay in its folder, under its own name, for as long as it holds it.
+            try:
+                gone = os.stat(os.path.join(os.path.dirname(dataset), name)).st_ino != held
+            except FileNotFoundError:
+                gone = True
+            check.held_gone += gone
             for i in rng.permutation(len(paths)):
-                check.row(paths[i], sha256[i], images[i])
-            time.sleep(0.05)
+                check.row(paths[i], sha256[i], images[i], int(labels[i]))
+            pause()
 
 
 def dataset_reopened(dataset: str, check: Check, stop: str) -> None:
     from imgshard import H5ImageDataset
-    from imgshard.cli import info
+    from imgshard.tools.cli import info
 
     rng = np.random.default_rng(1)
     while not os.path.exists(stop):
         ds = H5ImageDataset(dataset)
-        check.snapshots.add(ds.snapshot.identity)
+        check.opened(ds.snapshot.attrs["snapshot"])
         with ds.snapshot.h5() as f:
-            paths, sha256 = listing(f)
+            paths, sha256, _ = listing(f)
         assert len(paths) == len(ds)
         for i in rng.permutation(len(ds)):
-            check.row(paths[i], sha256[i], ds[int(i)])
+            image, label = ds[int(i)]
+            check.row(paths[i], sha256[i], image, label)
         ds.close()
         lines, problems = info(dataset)
         assert not problems, problems
-        time.sleep(0.05)
+        pause()
 
 
 def loader_refreshed(dataset: str, check: Check, stop: str) -> None:
@@ -106,17 +141,17 @@ def loader_refreshed(dataset: str, check: Check, stop: str) -> None:
         epoch = 0
         while not os.path.exists(stop):
             loader.refresh()
-            check.snapshots.add(loader.snapshot.identity)
+            check.opened(loader.snapshot.attrs["snapshot"])
             with loader.snapshot.h5() as f:
-                paths, sha256 = listing(f)
+                paths, sha256, _ = listing(f)
             loader.set_epoch(epoch)
             order = iter(_epoch_rows(loader))
-            for images, _ in loader:
-                for image in images:
+            for images, labels in loader:
+                for image, label in zip(images, labels):
                     i = next(order)
-                    check.row(paths[i], sha256[i], image)
+                    check.row(paths[i], sha256[i], image, int(label))
             epoch += 1
-            time.sleep(0.05)
+            pause()
 
 
 def _epoch_rows(loader) -> list[int]:
@@ -126,28 +161,31 @@ def _epoch_rows(loader) -> list[int]:
 
 
 def batches_each_pass(dataset: str, check: Check, stop: str) -> None:
-    """batches() opens the dataset itself: each row must be a valid decode of some image version, never zeros."""
+    """batches() opens the dataset itself: each row must be a valid decode of some image version, never zeros,
+    and its label that image's."""
     from imgshard import batches
 
     while not os.path.exists(stop):
-        for images, _ in batches(dataset, batch_size=5, shuffle=True):
-            for image in images:
-                check.valid(image)
-        time.sleep(0.05)
+        with h5py.File(dataset, "r") as f:  # the newest snapshot, as batches() is about to open it
+            check.opened(f.attrs["snapshot"])
+        for images, labels in batches(dataset, batch_size=5, shuffle=True):
+            for image, label in zip(images, labels):
+                check.valid(image, int(label))
+        pause()
 
 
 KINDS = {"h5py-hold": h5py_hold, "dataset": dataset_reopened, "loader": loader_refreshed, "batches": batches_each_pass}
 
 
 def main(kind: str, dataset: str, truth: str, stop: str, out: str) -> None:
-    check = Check(truth)
+    check = Check(truth, out)
     errors = []
     try:
         KINDS[kind](dataset, check, stop)
     except Exception:
         errors.append(traceback.format_exc())
     with open(out, "w") as f:
-        json.dump({"rows": check.rows, "bad": check.bad, "examples": check.examples, "errors": errors, "snapshots": len(check.snapshots)}, f)
+        json.dump({"rows": check.rows, "bad": check.bad, "examples": check.examples, "errors": errors, "snapshots": check.snapshots, "held_gone": check.held_gone}, f)
 
 
 if __name__ == "__main__":

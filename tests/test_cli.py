@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import imgshard
-from imgshard.figures import PALETTE
-from imgshard.index import read_index
+from imgshard.tools.figures import PALETTE
+from imgshard.build.index import read_index
 from tests.conftest import REPO, config_args, make_images
-from tests.test_labels import CLASSES, random_masks, write_clouds_csv
+from tests.images import CLASSES, random_masks, write_clouds_csv
 
 
 def run(cmd: list, cwd, check: bool = True) -> subprocess.CompletedProcess:
@@ -176,7 +176,7 @@ def small(tmp_path):
 
 
 def one_line_error(capsys, argv) -> str:
-    from imgshard.cli import main
+    from imgshard.tools.cli import main
 
     assert main([str(a) for a in argv]) == 1
     err = capsys.readouterr().err.strip()
@@ -185,7 +185,7 @@ def one_line_error(capsys, argv) -> str:
 
 
 def test_verify_finds_sources_where_images_dir_says(small, tmp_path, capsys):
-    from imgshard.cli import main
+    from imgshard.tools.cli import main
 
     dataset, images, _ = small
     moved = tmp_path / "moved"

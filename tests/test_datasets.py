@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from tests.conftest import jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
-from tests.test_labels import clouds  # noqa: F401  (fixture)
 
 
 def write_config(path, **config):

@@ -5,18 +5,19 @@ The small disk is a real tmpfs the test mounts, so these run as root (CI does).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from imgshard import shm
-from imgshard.index import read_index
-from tests.conftest import REPO, jobs_run, make_images, snakemake
+from imgshard.build.index import read_index
+from tests.conftest import REPO, jobs_run, make_images, mount_refused, read_dataset, reference_pixels, snakemake
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+REFUSED = mount_refused()
+pytestmark = pytest.mark.skipif(REFUSED is not None, reason=str(REFUSED))
 
 
 @pytest.fixture
@@ -72,6 +73,24 @@ def test_a_disk_that_fills_anyway_is_one_line_naming_the_file_and_leaves_nothing
     assert not (small_disk / "dataset.h5").exists()
 
 
+def test_a_rerun_that_fills_the_disk_loses_nothing_published(small_disk, tmp_path, workdir):
+    """The disk fills while a rerun writes its part: the dataset a reader opens stays the one last
+    published, every row of it readable, and no half-written file is left."""
+    images = tmp_path / "few"
+    make_images(images, 8, height=120, width=160)  # 0.46 MB of pixels: fits
+    config = dict(images_dir=images, output=small_disk / "dataset.h5", shards=1, check_disk_space=False)
+    snakemake(workdir, **config)
+    before = read_dataset(small_disk / "dataset.h5")
+    make_images(images / "more", 40, height=120, width=160, seed=5)  # 2.3 MB more: a fresh part of 2.8 MB does not fit
+    proc = snakemake(workdir, check=False, **config)
+    assert proc.returncode != 0 and "disk full" in proc.stdout, proc.stdout[-3000:]
+    after = read_dataset(small_disk / "dataset.h5")
+    assert after["paths"] == before["paths"] and len(after["paths"]) == 8
+    for i, rel in enumerate(after["paths"]):
+        np.testing.assert_array_equal(after["images"][i], reference_pixels(images, rel), err_msg=rel)
+    assert [f for f in leftovers(small_disk) if ".tmp-" in f] == []
+
+
 def run_as_job(log, fill: str) -> subprocess.CompletedProcess:
     """Run the source of a function ``fill`` as a shard job does, in a Python of its own.
 
@@ -82,8 +101,8 @@ def run_as_job(log, fill: str) -> subprocess.CompletedProcess:
 import shutil, sys
 import numpy as np
 sys.path.insert(0, {str(REPO)!r})
-from imgshard import write
-from imgshard.jobs import run_job
+from imgshard.build import part as write
+from imgshard.steps.run import run_job
 
 {fill}
 
@@ -152,7 +171,7 @@ def fill():
 def test_hdf5_failures_from_a_full_disk_are_told_apart_from_others(tmp_path):
     """h5py raises OSError for most failed writes, RuntimeError when a flush fails as it closes an object."""
     from imgshard.errors import DiskFull
-    from imgshard.write import HDF5_WRITE_ERRORS, disk_full
+    from imgshard.build.part import HDF5_WRITE_ERRORS, disk_full
 
     path = str(tmp_path / "shard-001.h5")
     # As h5py worded it when two shard jobs filled a disk side by side (a CI run of this project).

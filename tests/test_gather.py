@@ -6,11 +6,11 @@ import h5py
 import numpy as np
 import pytest
 
-from imgshard.build import decode_shard
+from imgshard.build.shard import ShardJob, build_shard
 from imgshard.errors import ImgshardError
-from imgshard.gather import gather
-from imgshard.geometry import Geometry
-from imgshard.index import read_index
+from imgshard.publish.gather import gather
+from imgshard.pixels.geometry import Geometry
+from imgshard.build.index import read_index
 from tests.conftest import make_images
 
 
@@ -20,7 +20,7 @@ def shards(tmp_path):
     files = []
     for k, part in enumerate((rels[:4], rels[4:], [])):
         out = tmp_path / f"shard-{k}.h5"
-        decode_shard([str(tmp_path / "images" / r) for r in part], part, str(out), Geometry(48, 64), shard=k, workers=1)
+        build_shard(ShardJob([str(tmp_path / "images" / r) for r in part], part, str(out), Geometry(48, 64), shard=k, workers=1))
         files.append(str(out))
     return files
 
@@ -32,7 +32,7 @@ def test_virtual_and_copy_hold_the_same_data(tmp_path, compression):
     for k, part in enumerate((rels[:4], rels[4:], [])):
         out = tmp_path / f"shard-{k}.h5"
         sources = [str(tmp_path / "images" / r) for r in part]
-        decode_shard(sources, part, str(out), Geometry(48, 64), shard=k, workers=1, compression=compression)
+        build_shard(ShardJob(sources, part, str(out), Geometry(48, 64), shard=k, workers=1, compression=compression))
         shards.append(str(out))
     gather(shards, str(tmp_path / "v.h5"), (48, 64), mode="virtual", compression=compression)
     gather(shards, str(tmp_path / "c.h5"), (48, 64), mode="copy", compression=compression)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from datasets import load_dataset
 
-from imgshard.cli import main
+from imgshard.tools.cli import main
 from tests.conftest import make_images, reference_pixels, snakemake
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgshard.build import decode_shard
+from imgshard.build.shard import ShardJob, build_shard
 from imgshard.errors import ImgshardError
-from imgshard.geometry import Geometry, box_reduce, reduced_size
-from imgshard.header import header_of
+from imgshard.pixels.geometry import Geometry, box_reduce, reduced_size
+from imgshard.pixels.header import header_of
 from tests.conftest import make_images, read_dataset, read_shard, reference_pixels, snakemake
 from tests.images import broken_files, every_format, exif_rotated_jpeg, exif_rotated_webp, png_with_size, smooth_rgb, write
 
@@ -17,7 +17,7 @@ import cv2
 
 def decode_one(path, geometry, tmp_path, **kw):
     out = tmp_path / f"{path.name}.h5"
-    decode_shard([str(path)], [path.name], str(out), geometry, workers=1, **kw)
+    build_shard(ShardJob([str(path)], [path.name], str(out), geometry, workers=1, **kw))
     shard = read_shard(out)
     return shard["images"][0], tuple(shard["original_size"][0])
 
@@ -85,7 +85,7 @@ def test_broken_file_is_never_stored(broken, tmp_path, name):
     path, reason = broken[name]
     out = tmp_path / "s.h5"
     with pytest.raises(ImgshardError) as e:
-        decode_shard([str(path)], [path.name], str(out), Geometry(48, 64), workers=1)
+        build_shard(ShardJob([str(path)], [path.name], str(out), Geometry(48, 64), workers=1))
     assert f"{path.name}: " in str(e.value) and reason in str(e.value)
     assert not out.exists()
 
@@ -167,7 +167,7 @@ def test_one_worker_resizing_image_after_image_stores_each_as_decoded_alone(form
     exif_rotated_jpeg(tmp_path / "rotated.jpg", smooth_rgb(200, 300, seed=3))
     files += [tmp_path / "rotated.jpg", *formats.values(), write(tmp_path / "good.png", smooth_rgb(48, 64, seed=4))]
     files.append(png_with_size(tmp_path / "bad.png", 48, 64))
-    result = decode_shard([str(p) for p in files], [p.name for p in files], str(tmp_path / "s.h5"), geometry, workers=1, on_error="skip")
+    result = build_shard(ShardJob([str(p) for p in files], [p.name for p in files], str(tmp_path / "s.h5"), geometry, workers=1, on_error="skip"))
     assert [p for p, _ in result.skipped] == ["bad.png"]
     assert [geometry.reduction(header_of(str(p)).size) for p in files[:3]] == [4, 2, 2]
     f = read_shard(tmp_path / "s.h5")
@@ -184,8 +184,8 @@ def test_one_worker_resizing_image_after_image_stores_each_as_decoded_alone(form
 @pytest.mark.parametrize("factor", [1, 2, 4, 8])
 def test_jpegs_decoded_from_their_bytes_equal_cv2_imread(formats, tmp_path, kind, factor):
     """jpeg.py decodes upright JPEGs itself (libjpeg-turbo through simplejpeg): pixel for pixel what imread gives."""
-    from imgshard.geometry import reduced_size
-    from imgshard.jpeg import jpeg_into
+    from imgshard.pixels.geometry import reduced_size
+    from imgshard.pixels.jpeg import jpeg_into
 
     path = write(tmp_path / "odd.jpg", smooth_rgb(203, 301, seed=9)) if kind == "odd size" else formats[kind]
     header = header_of(str(path))
@@ -196,7 +196,7 @@ def test_jpegs_decoded_from_their_bytes_equal_cv2_imread(formats, tmp_path, kind
 
 
 def test_jpegs_cv2_must_rotate_or_diagnose_are_left_to_it(broken, tmp_path):
-    from imgshard.jpeg import jpeg_into
+    from imgshard.pixels.jpeg import jpeg_into
 
     exif_rotated_jpeg(tmp_path / "rotated.jpg", smooth_rgb(20, 30))
     header = header_of(str(tmp_path / "rotated.jpg"))
@@ -216,7 +216,7 @@ def test_jpegs_cv2_must_rotate_or_diagnose_are_left_to_it(broken, tmp_path):
 
 @pytest.mark.parametrize("factor, target", [(2, (700, 1050)), (4, (350, 500)), (8, (160, 250))])
 def test_fastest_reduced_jpeg_decode_stays_within_two_grey_levels(tmp_path, factor, target):
-    from imgshard.demo import cloud_image
+    from imgshard.tools.demo import cloud_image
 
     path = write(tmp_path / "cloud.jpg", cloud_image(7), [cv2.IMWRITE_JPEG_QUALITY, 90])
     geometry = Geometry(*target, resize="stretch", reducing_gap=1.0)
@@ -234,7 +234,7 @@ PHOTO_SIZES = [(1920, 1080), (2560, 1600), (4032, 3024), (5640, 3172)]
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """Photograph-like JPEGs with detail at every scale, one per size."""
-    from imgshard.demo import photo_image
+    from imgshard.tools.demo import photo_image
 
     folder = tmp_path_factory.mktemp("photos")
     return {size: write(folder / f"{size[0]}x{size[1]}.jpg", photo_image(size[0], size[1], size[0]), [cv2.IMWRITE_JPEG_QUALITY, 92]) for size in PHOTO_SIZES}
@@ -255,7 +255,7 @@ def test_default_reducing_gap_stays_within_one_grey_level_on_photographs(photos,
 @pytest.fixture(scope="module")
 def large_photos(tmp_path_factory):
     """A lossy WebP and an RGBA PNG large enough that their decodes are block-averaged before the resize."""
-    from imgshard.demo import photo_image
+    from imgshard.tools.demo import photo_image
 
     folder = tmp_path_factory.mktemp("large")
     rgb = photo_image(11, 3000, 3000)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import os
 
 import pytest
 
-from imgshard.index import read_index
-from imgshard.shard import shard_of
-from tests.conftest import fresh_build_of, jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
+from imgshard.build.index import read_index
+from imgshard.plan.shard import shard_of
+from tests.conftest import REPO, fresh_build_of, jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
 
 SHARDS = 4
 
@@ -84,25 +87,63 @@ def test_setting_that_keeps_pixels_redoes_no_shard_but_records_the_config(built)
     assert (config["workers"], config["shm_budget_mb"], config["start_method"], config["reuse"]) == (1, 64, "spawn", False)
 
 
-def test_rows_made_by_other_decode_code_are_never_reused(tmp_path, monkeypatch):
-    """An edit to a module that makes pixels (decode.py, geometry.py, ...) changes the fingerprint, even
-    with the same version: a rerun then decodes every image, whatever its key says."""
-    from imgshard import reuse
-    from imgshard.build import decode_shard
-    from imgshard.geometry import Geometry
+def test_a_new_shard_count_redoes_every_shard_of_the_new_count(built):
+    images, work = built
+    proc = snakemake(work, images_dir=images, shards=SHARDS + 1)
+    assert jobs_run(proc.stdout, "decode_shard") == SHARDS + 1 and jobs_run(proc.stdout, "gather") == 1
+    ds = read_dataset(work / "results/dataset.h5")
+    assert ds["paths"] == fresh_build_of(images, SHARDS + 1)["paths"]  # the new shards, in order
 
+
+def test_a_new_resize_mode_redoes_every_shard(built):
+    images, work = built
+    out, _ = rerun(work, images, image_size="[40,40]", resize="stretch")
+    assert jobs_run(out, "decode_shard") == SHARDS and jobs_run(out, "gather") == 1
+    out, ds = rerun(work, images, image_size="[40,40]", resize="letterbox")
+    assert jobs_run(out, "decode_shard") == SHARDS and jobs_run(out, "gather") == 1
+    assert ds["images"].shape[1:3] == (40, 40)
+    out, _ = rerun(work, images, image_size="[40,40]", resize="letterbox")
+    assert jobs_run(out, "decode_shard") == 0 and jobs_run(out, "gather") == 0
+
+
+def test_keep_snapshots_reruns_only_the_gather(built):
+    images, work = built
+    out, ds = rerun(work, images, keep_snapshots=3)
+    assert jobs_run(out, "decode_shard") == 0 and jobs_run(out, "gather") == 1
+    assert json.loads(ds["attrs"]["config"])["keep_snapshots"] == 3
+
+
+def test_rows_made_by_other_decode_code_are_never_reused(tmp_path):
+    """An edit to a module that makes pixels (imgshard/pixels/) changes the fingerprint, even with the
+    same version: a rerun then decodes every image, whatever its key says. An edit elsewhere does not."""
+    package = tmp_path / "checkout"
+    shutil.copytree(REPO / "imgshard", package / "imgshard", ignore=shutil.ignore_patterns("__pycache__"))
     rels = make_images(tmp_path / "images", 5)
-    sources = [str(tmp_path / "images" / r) for r in rels]
-    stats = [(os.stat(s).st_size, os.stat(s).st_mtime_ns) for s in sources]
-    out = str(tmp_path / "shards/shard-000.h5")
     os.makedirs(tmp_path / "shards")
-    first = decode_shard(sources, rels, out, Geometry(48, 64), source_stats=stats)
-    again = decode_shard(sources, rels, out, Geometry(48, 64), source_stats=stats)
-    assert (first.decoded, again.decoded, again.reused) == (5, 0, 5)
-    code = reuse._pixel_code()
-    monkeypatch.setattr(reuse, "_pixel_code", lambda: code[::-1])  # as if geometry.py had been edited
-    edited = decode_shard(sources, rels, out, Geometry(48, 64), source_stats=stats)
-    assert (edited.decoded, edited.reused) == (5, 0)
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(package)!r})
+from imgshard.build.shard import ShardJob, build_shard
+from imgshard.pixels.geometry import Geometry
+sources = [os.path.join({str(tmp_path / "images")!r}, r) for r in {rels!r}]
+stats = [(os.stat(s).st_size, os.stat(s).st_mtime_ns) for s in sources]
+result = build_shard(ShardJob(sources, {rels!r}, {str(tmp_path / "shards/shard-000.h5")!r}, Geometry(48, 64), source_stats=stats))
+print(result.decoded, result.reused)
+"""
+
+    def rerun() -> tuple[int, int]:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return tuple(int(v) for v in proc.stdout.split())
+
+    assert rerun() == (5, 0)
+    assert rerun() == (0, 5)
+    with open(package / "imgshard/tools/cli.py", "a") as f:
+        f.write("\n# edited: makes no pixel\n")
+    assert rerun() == (0, 5)
+    with open(package / "imgshard/pixels/geometry.py", "a") as f:
+        f.write("\n# edited\n")
+    assert rerun() == (5, 0)
+    assert rerun() == (0, 5)
 
 
 # --- reuse: a rerun shard copies its unchanged rows from its previous file ---
@@ -236,7 +277,7 @@ def test_added_and_removed_images_write_only_what_is_new(tmp_path, two_shards):
     """An added image goes into a part of its own, a removed one writes no pixel at all; once
     MAX_DELTAS small parts pile up, the next one takes in their rows; the dataset always lists the
     images as a fresh build does, virtual or copied."""
-    from imgshard.reuse import MAX_DELTAS
+    from imgshard.build.reuse import MAX_DELTAS
 
     images, work, shards, in_shard_0 = two_shards
     news = [f"new{k:03d}.jpg" for k in range(400) if shard_of(f"new{k:03d}.jpg", 2) == 0][: MAX_DELTAS + 1]

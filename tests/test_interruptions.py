@@ -1,44 +1,54 @@
-"""Killed workers, signals to snakemake, leftovers of hard-killed runs, concurrent runs."""
+"""Killed workers, signals to snakemake, leftovers of hard-killed runs, concurrent runs.
+
+Each run is held mid-decode by a gate (conftest.Gate: a FIFO named like an image, which blocks the
+worker that opens it) for as long as the test acts, whatever the speed of the machine."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import psutil
 import pytest
 
 from imgshard import shm
-from tests.conftest import REPO, SNAKEMAKE, config_args, read_dataset, read_shard, reference_pixels, snakemake
+from tests.conftest import Gate, jpeg_bytes, read_dataset, read_shard, reference_pixels, snakemake, snakemake_cmd, write_image
 
 
-SLOW = 24  # images in slow_images
+COUNT = 12  # images in a gated folder, its gate among them
+SIZE = (120, 160)
+# image_size set: the scan reads no header, so only a shard job's worker ever opens the gate.
+CONFIG = dict(shards=1, workers=1, image_size=f"[{SIZE[0]},{SIZE[1]}]")
+
+
+def gated_folder(folder: Path, seed: int = 0) -> Gate:
+    """COUNT images in ``folder``; the last (the smallest file: decoded last) is a gate."""
+    for i in range(COUNT - 1):
+        write_image(folder / f"img{i:03d}.jpg", seed * 100 + i, *SIZE)
+    return Gate(folder / f"img{COUNT - 1:03d}.jpg", jpeg_bytes(seed * 100 + 99, *SIZE))
 
 
 @pytest.fixture
-def slow_images(tmp_path) -> Path:
-    """24 noisy 1200x1800 JPEGs: about 2 s of decoding for one worker, time enough to interrupt."""
-    folder = tmp_path / "slow"
-    folder.mkdir()
-    noise = np.random.default_rng(0).integers(0, 256, (1200, 1800, 3), dtype=np.uint8)
-    cv2.imwrite(str(folder / "img000.jpg"), noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    for i in range(1, SLOW):
-        shutil.copy(folder / "img000.jpg", folder / f"img{i:03d}.jpg")
-    return folder
+def gated(tmp_path) -> tuple[Path, Gate]:
+    folder = tmp_path / "gated"
+    return folder, gated_folder(folder)
 
 
 def start(workdir: Path, **config) -> subprocess.Popen:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "1"]
     return subprocess.Popen(
-        cmd + config_args(**config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        snakemake_cmd(workdir, cores=1, **config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
+
+
+def mid_decode(proc: subprocess.Popen, gate: Gate) -> tuple[psutil.Process, list[psutil.Process]]:
+    """Once the shard job's worker is held at the gate: the job's parent and its workers."""
+    gate.wait_until_opened()
+    return wait_for_workers(proc)
 
 
 def wait_for_workers(proc: subprocess.Popen, timeout: float = 60) -> tuple[psutil.Process, list[psutil.Process]]:
@@ -71,9 +81,10 @@ def assert_nothing_half_written(workdir: Path) -> None:
     assert not list(workdir.rglob("*.tmp-*"))
 
 
-def test_killed_worker_fails_the_job_quickly_and_a_rerun_completes(slow_images, workdir):
-    proc = start(workdir, images_dir=slow_images, shards=1, workers=1)
-    owner, workers = wait_for_workers(proc)
+def test_killed_worker_fails_the_job_quickly_and_a_rerun_completes(gated, workdir):
+    images, gate = gated
+    proc = start(workdir, images_dir=images, **CONFIG)
+    owner, workers = mid_decode(proc, gate)
     workers[0].send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=60)  # a hang fails here
     assert proc.returncode != 0
@@ -81,10 +92,12 @@ def test_killed_worker_fails_the_job_quickly_and_a_rerun_completes(slow_images, 
     assert not owner.is_running()
     assert_nothing_half_written(workdir)
 
-    snakemake(workdir, "--rerun-incomplete", images_dir=slow_images, shards=1, workers=1)
+    gate.replace()
+    snakemake(workdir, "--rerun-incomplete", images_dir=images, **CONFIG)
     ds = read_dataset(workdir / "results/dataset.h5")
-    assert len(ds["paths"]) == SLOW
-    np.testing.assert_array_equal(ds["images"][7], reference_pixels(slow_images, ds["paths"][7]))
+    assert len(ds["paths"]) == COUNT
+    for i in (7, COUNT - 1):
+        np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, ds["paths"][i]))
 
 
 @pytest.mark.parametrize(
@@ -96,13 +109,17 @@ def test_killed_worker_fails_the_job_quickly_and_a_rerun_completes(slow_images, 
     ],
     ids=["sigterm-snakemake", "ctrl-c", "sigterm-group"],
 )
-def test_signal_leaves_no_half_written_file_and_no_shared_memory(slow_images, workdir, sig, group):
-    proc = start(workdir, images_dir=slow_images, shards=1, workers=1)
-    owner, _ = wait_for_workers(proc)
+def test_signal_leaves_no_half_written_file_and_no_shared_memory(gated, workdir, sig, group):
+    images, gate = gated
+    proc = start(workdir, images_dir=images, **CONFIG)
+    owner, _ = mid_decode(proc, gate)
     if group:
         os.killpg(proc.pid, sig)
     else:
         proc.send_signal(sig)
+        # Snakemake waits for its running job to finish: let the held worker through, once the signal is in.
+        wait_for_line(workdir / ".snakemake/log", "Will exit after finishing currently running jobs")
+        gate.release()
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
     psutil.wait_procs([owner], timeout=10)
@@ -114,13 +131,14 @@ def test_signal_leaves_no_half_written_file_and_no_shared_memory(slow_images, wo
         assert "interrupted by" in (workdir / "logs/decode_shard/dataset/000.log").read_text()
         assert not shard.exists()
     else:  # snakemake let the running job finish before it stopped: the shard is there, and whole
-        assert f"shard 0: {SLOW} images" in (workdir / "logs/decode_shard/dataset/000.log").read_text()
-        assert len(read_shard(shard)["paths"]) == SLOW
+        assert f"shard 0: {COUNT} images" in (workdir / "logs/decode_shard/dataset/000.log").read_text()
+        assert len(read_shard(shard)["paths"]) == COUNT
 
-    snakemake(workdir, "--rerun-incomplete", images_dir=slow_images, shards=1, workers=1)
+    gate.replace()
+    snakemake(workdir, "--rerun-incomplete", images_dir=images, **CONFIG)
     ds = read_dataset(workdir / "results/dataset.h5")
-    assert len(ds["paths"]) == SLOW
-    np.testing.assert_array_equal(ds["images"][-1], reference_pixels(slow_images, ds["paths"][-1]))
+    assert len(ds["paths"]) == COUNT
+    np.testing.assert_array_equal(ds["images"][-1], reference_pixels(images, ds["paths"][-1]))
 
 
 def test_leftovers_of_dead_processes_are_removed_live_ones_kept(images, workdir):
@@ -139,27 +157,31 @@ def test_leftovers_of_dead_processes_are_removed_live_ones_kept(images, workdir)
         shm.delete(live)
 
 
-def test_two_runs_at_once_in_different_directories(slow_images, tmp_path):
+def test_two_runs_at_once_in_different_directories(tmp_path):
     """Two runs on the same images in two working directories, their shard jobs decoding at the same
     time: segment names carry a tag of the output path and the owning pid, so neither touches the other's."""
     dirs = [tmp_path / "one", tmp_path / "two"]
-    procs = []
+    procs, gates = [], []
     for d in dirs:
         d.mkdir()
-        procs.append(start(d, images_dir=slow_images, shards=1, workers=1))
-    owners = {wait_for_workers(proc)[0].pid for proc in procs}
-    assert len(owners) == 2  # both shard jobs had their workers decoding at once
-    for proc in procs:
+        gates.append(gated_folder(d / "images"))  # the same images in both
+        procs.append(start(d, images_dir=d / "images", **CONFIG))
+    owners = {mid_decode(proc, gate)[0].pid for proc, gate in zip(procs, gates)}
+    assert len(owners) == 2  # both shard jobs held mid-decode at once
+    for proc, gate in zip(procs, gates):
+        gate.release()
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
     a, b = (read_dataset(d / "results/dataset.h5") for d in dirs)
     assert a["paths"] == b["paths"] and (a["images"] == b["images"]).all()
-    np.testing.assert_array_equal(a["images"][5], reference_pixels(slow_images, a["paths"][5]))
+    for i in (5, COUNT - 1):
+        np.testing.assert_array_equal(a["images"][i], reference_pixels(dirs[0] / "images", a["paths"][i]))
 
 
-def test_run_killed_hard_leaves_segments_that_the_next_run_removes(slow_images, workdir):
-    proc = start(workdir, images_dir=slow_images, shards=1, workers=1)
-    owner, workers = wait_for_workers(proc)
+def test_run_killed_hard_leaves_segments_that_the_next_run_removes(gated, workdir):
+    images, gate = gated
+    proc = start(workdir, images_dir=images, **CONFIG)
+    owner, workers = mid_decode(proc, gate)
     segments = [n for n in shm.ours() if f"-p{owner.pid}-" in n]
     os.killpg(proc.pid, signal.SIGKILL)  # nothing gets to clean up
     proc.communicate(timeout=30)
@@ -171,43 +193,59 @@ def test_run_killed_hard_leaves_segments_that_the_next_run_removes(slow_images, 
     # Python's own named semaphores (sem.mp-*, 32 bytes) die with their resource tracker; nothing can
     # tell whose they are, and a process of a test running beside this one may be using its own: left.
 
-    snakemake(workdir, "--unlock", images_dir=slow_images, shards=1, workers=1)  # snakemake's own lock
-    snakemake(workdir, "--rerun-incomplete", images_dir=slow_images, shards=1, workers=1)
+    gate.replace()
+    snakemake(workdir, "--unlock", images_dir=images, **CONFIG)  # snakemake's own lock
+    snakemake(workdir, "--rerun-incomplete", images_dir=images, **CONFIG)
     assert not set(segments) & set(shm.ours())
     assert not list(workdir.rglob("*.tmp-*"))
-    assert len(read_dataset(workdir / "results/dataset.h5")["paths"]) == SLOW
-
-
-def noisy(path: Path, seed: int) -> None:
-    """A new version of a slow image: noise of the same size, slow to decode."""
-    noise = np.random.default_rng(seed).integers(0, 256, (1200, 1800, 3), dtype=np.uint8)
-    cv2.imwrite(str(path), noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert len(read_dataset(workdir / "results/dataset.h5")["paths"]) == COUNT
 
 
 @pytest.mark.parametrize("how", ["kill-9", "ctrl-c"])
-@pytest.mark.parametrize("changed", [4, 20], ids=["few-changed", "many-changed"])
-def test_an_interrupted_rerun_loses_nothing_and_the_next_run_completes_it(slow_images, workdir, how, changed):
-    """A rerun stopped while its shard job decodes: for few changed images a small part was being
-    written, for many a fresh one. Whatever the stop left, the next run gives the dataset a fresh build
-    gives, image by image."""
-    config = dict(images_dir=slow_images, shards=1, workers=1)
+@pytest.mark.parametrize("changed", [2, 8], ids=["few-changed", "many-changed"])
+def test_an_interrupted_rerun_loses_nothing_and_the_next_run_completes_it(gated, workdir, how, changed):
+    """A rerun stopped while its shard job decodes: for few changed images (the gate among them) a
+    small part was being written, for many a fresh one. The dataset published before it reads as it
+    did, and the next run gives the dataset a fresh build gives, image by image."""
+    images, gate = gated
+    gate.replace()
+    config = dict(images_dir=images, **CONFIG)
     snakemake(workdir, **config)
+    published = read_dataset(workdir / "results/dataset.h5")
     for k in range(changed):
-        noisy(slow_images / f"img{k:03d}.jpg", seed=500 + k)
+        write_image(images / f"img{k:03d}.jpg", seed=500 + k, height=SIZE[0], width=SIZE[1])
+    os.unlink(gate.path)
+    gate = Gate(gate.path, jpeg_bytes(599, *SIZE))  # changed too, and held
     proc = start(workdir, **config)
-    owner, workers = wait_for_workers(proc)
+    owner, workers = mid_decode(proc, gate)
     os.killpg(proc.pid, signal.SIGKILL if how == "kill-9" else signal.SIGINT)
     proc.communicate(timeout=60)
     psutil.wait_procs([owner, *workers], timeout=10)
+    # Nothing published was lost: the dataset still reads exactly as it did, every row.
+    now = read_dataset(workdir / "results/dataset.h5")
+    assert now["paths"] == published["paths"] and now["sha256"] == published["sha256"]
+    np.testing.assert_array_equal(now["images"], published["images"])
+
+    gate.replace()
     if how == "kill-9":
         snakemake(workdir, "--unlock", **config)  # snakemake's own lock
     snakemake(workdir, "--rerun-incomplete", **config)
     ds = read_dataset(workdir / "results/dataset.h5")
     # what a fresh build stores: every image in list order, its digest, its pixels as cv2 reads them
-    assert ds["paths"] == [f"img{k:03d}.jpg" for k in range(SLOW)]
-    assert ds["sha256"] == [hashlib.sha256((slow_images / p).read_bytes()).hexdigest() for p in ds["paths"]]
+    assert ds["paths"] == [f"img{k:03d}.jpg" for k in range(COUNT)]
+    assert ds["sha256"] == [hashlib.sha256((images / p).read_bytes()).hexdigest() for p in ds["paths"]]
     for i, rel in enumerate(ds["paths"]):
-        np.testing.assert_array_equal(ds["images"][i], reference_pixels(slow_images, rel), err_msg=rel)
+        np.testing.assert_array_equal(ds["images"][i], reference_pixels(images, rel), err_msg=rel)
     assert not list(workdir.rglob("*.tmp-*"))  # a killed job's temporary part went with the next run
     for name in shm.ours():  # segments a hard kill left behind: the next run removed them
         assert f"-p{owner.pid}-" not in name
+
+
+def wait_for_line(log_dir: Path, text: str, timeout: float = 60) -> None:
+    """Until snakemake's own log (in ``log_dir``) has a line with ``text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in p.read_text(errors="replace") for p in log_dir.glob("*.snakemake.log")):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"snakemake never logged {text!r}")

@@ -1,4 +1,4 @@
-"""How a rule hands its job to its script: a shell command with the job as JSON (imgshard/jobs.py)."""
+"""How a rule hands its job to its script: a shell command with the job as JSON (imgshard/steps/args.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from imgshard.jobs import INLINE_MAX, SPILL_MAX_AGE_DAYS, job_argument, job_from_argv, prune_spilled
+from imgshard.steps.args import INLINE_MAX, SPILL_MAX_AGE_DAYS, job_argument, job_from_argv, prune_spilled
 from tests.conftest import jobs_run, make_images, read_dataset, snakemake, write_image
 
 SETTINGS = {"shard": 3, "pixels": {"shape": [48, 64], "resize": None}, "labels": None}
@@ -86,6 +86,6 @@ def test_a_shard_job_does_not_import_snakemake(images, workdir):
     assert job.returncode == 0, job.stderr[-3000:]
     log = next((workdir / "logs/decode_shard/dataset").iterdir()).read_text()
     imported = [line.rsplit("|", 1)[1].strip() for line in (job.stderr + log).splitlines() if line.startswith("import time:")]
-    assert "imgshard.build" in imported and "h5py" in imported  # the import log is complete
+    assert "imgshard.build.shard" in imported and "h5py" in imported  # the import log is complete
     assert not [m for m in imported if m == "snakemake" or m.startswith("snakemake.")]
     assert next((workdir / "results/dataset.shards").glob("shard-*.h5")).stat().st_size > 0

@@ -10,55 +10,11 @@ import numpy as np
 import pytest
 
 from imgshard import H5ImageDataset
-from imgshard.index import read_index
-from imgshard.labels import rle_decode, rle_encode
-from imgshard.shard import shard_of
+from imgshard.build.index import read_index
+from imgshard.pixels.rle import rle_decode, rle_encode
+from imgshard.plan.shard import shard_of
 from tests.conftest import jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
-
-CLASSES = ["Fish", "Flower", "Gravel", "Sugar"]
-
-
-def encode(mask: np.ndarray) -> str:
-    """The Clouds encoding, written out plainly: 1-based starts, column-major order."""
-    flat = list(mask.T.reshape(-1))
-    runs, i = [], 0
-    while i < len(flat):
-        if flat[i]:
-            j = i
-            while j < len(flat) and flat[j]:
-                j += 1
-            runs += [i + 1, j - i]
-            i = j
-        else:
-            i += 1
-    return " ".join(map(str, runs))
-
-
-def random_masks(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((height, width, len(CLASSES)), np.uint8)
-    for k in range(len(CLASSES)):
-        if rng.random() < 0.7:
-            y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
-            masks[y : y + rng.integers(4, 20), x : x + rng.integers(4, 30), k] = 1
-    return masks
-
-
-def write_clouds_csv(path, truth: dict[str, np.ndarray]) -> None:
-    lines = ["Image_Label,EncodedPixels"]
-    for rel, masks in truth.items():
-        lines += [f"{rel}_{c},{encode(masks[..., k])}" for k, c in enumerate(CLASSES)]
-    path.write_text("\n".join(lines) + "\n")
-
-
-@pytest.fixture
-def clouds(tmp_path):
-    images = tmp_path / "images"
-    rels = make_images(images, 9)
-    truth = {rel: random_masks(i) for i, rel in enumerate(rels)}
-    write_clouds_csv(tmp_path / "train.csv", truth)
-    return images, tmp_path / "train.csv", truth
-
+from tests.images import CLASSES, encode, random_masks, write_clouds_csv
 
 def test_rle_round_trip_matches_the_tests_own_encoder():
     for seed in range(20):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from imgshard import ImgshardError, Loader
-from imgshard.labels import read_labels
+from imgshard.plan.labels import read_labels
 from tests.conftest import REPO, build_with_package, make_images, reference_pixels, write_image
 
 N = 23  # not a multiple of any batch size or world size below
@@ -58,7 +58,7 @@ def test_each_epoch_is_a_permutation_drawn_from_seed_and_epoch(dataset):
             flat = [i for b in batches for i in b]
             assert sorted(flat) == list(range(N))
             epochs.append(flat)
-    assert epochs[0] != epochs[1] != epochs[2]
+    assert len({tuple(e) for e in epochs}) == 3  # three different permutations, epoch 0 and 2 included
     with Loader(path, batch_size=5, shuffle=True, seed=7) as again:
         again.set_epoch(1)
         assert [i for b in rows_of(again, which, labels) for i in b] == epochs[1]
@@ -83,6 +83,63 @@ def test_ranks_are_disjoint_cover_the_epoch_and_take_as_many_batches(dataset, dr
         assert len(flat) == 16 and len(set(flat)) == 16
     else:  # padded with the epoch's own first rows, as DistributedSampler pads
         assert len(flat) == 24 and set(flat) == set(range(N))
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_rank_parts_are_torchs_distributed_sampler_parts(dataset, drop_last):
+    """Each rank reads the rows torch's DistributedSampler gives it, padding rule included."""
+    from torch.utils.data import DistributedSampler
+
+    path, which, labels = dataset
+    for world in (2, 4, 5):
+        for rank in range(world):
+            with Loader(path, batch_size=3, shuffle=False, rank=rank, world_size=world, drop_last=drop_last) as loader:
+                got = [i for batch in rows_of(loader, which, labels) for i in batch]
+            want = list(DistributedSampler(range(N), num_replicas=world, rank=rank, shuffle=False, drop_last=drop_last))
+            if drop_last:  # the Loader also drops the rank's short last batch
+                want = want[: len(want) // 3 * 3]
+            assert got == want, (world, rank)
+    # The rule itself, where padding exceeds the rows (2 rows over 5 ranks) and on empty epochs.
+    from imgshard.read.sampler import rank_part
+
+    for n in (0, 1, 2, 7):
+        for world in (1, 3, 5):
+            for rank in range(world):
+                want = list(DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False, drop_last=drop_last)) if n else []
+                assert rank_part(np.arange(n), rank, world, drop_last).tolist() == want, (n, world, rank)
+
+
+def _epoch_in_a_child(path: str, kind: str, queue) -> None:
+    """One epoch read in a process of its own: each row's digest, in order."""
+    from imgshard import Loader, batches
+
+    if kind == "loader":
+        with Loader(path, batch_size=4, seed=3, threads=2) as loader:
+            loader.set_epoch(1)
+            queue.put([hashlib.sha1(x.tobytes()).hexdigest() for b, _ in loader for x in b])
+    else:
+        queue.put([hashlib.sha1(x.tobytes()).hexdigest() for b, _ in batches(path, batch_size=4, shuffle=True, seed=3) for x in b])
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("kind", ["loader", "batches"])
+def test_loader_and_batches_read_alike_in_forked_and_spawned_processes(dataset, start_method, kind):
+    import multiprocessing
+
+    path, which, labels = dataset
+    by_digest = {hashlib.sha1(k).hexdigest(): i for k, i in which.items()}
+    # The parent holds a Loader open (threads, descriptors, a lock) while the child starts.
+    with Loader(path, batch_size=4, seed=3) as parent:
+        parent.set_epoch(1 if kind == "loader" else 0)
+        want = [i for batch in rows_of(parent, which, labels) for i in batch]
+        ctx = multiprocessing.get_context(start_method)
+        queue = ctx.Queue()
+        child = ctx.Process(target=_epoch_in_a_child, args=(str(path), kind, queue))
+        child.start()
+        got = [by_digest[d] for d in queue.get(timeout=120)]
+        child.join(timeout=60)
+    assert child.exitcode == 0
+    assert got == want
 
 
 def test_resume_in_a_new_process_continues_with_the_batches_not_taken(dataset, tmp_path):
@@ -142,7 +199,7 @@ def test_a_batch_stays_valid_while_the_next_is_taken(dataset):
 
 
 def test_masks_come_aligned_with_their_images(tmp_path):
-    from tests.test_labels import random_masks, write_clouds_csv
+    from tests.images import random_masks, write_clouds_csv
 
     images = tmp_path / "images"
     rels = make_images(images, 7)
@@ -198,7 +255,7 @@ def test_bad_arguments_are_refused(dataset):
 
 def test_batches_gives_masks_and_labels_aligned_with_their_images(tmp_path):
     from imgshard import batches
-    from tests.test_labels import random_masks, write_clouds_csv
+    from tests.images import random_masks, write_clouds_csv
 
     images = tmp_path / "images"
     rels = make_images(images, 6)

@@ -8,8 +8,8 @@ import time
 
 import cv2
 
-from imgshard import manifest
-from imgshard.shard import shard_of
+from imgshard.plan import manifest
+from imgshard.plan.shard import shard_of
 from tests.conftest import jobs_run, make_images, snakemake, write_image
 
 SHARDS = 4
@@ -41,8 +41,8 @@ def test_a_manifest_is_rewritten_only_when_its_shard_changes(images, workdir):
 
 def test_touch_redoes_the_shard_of_the_touched_image(images, workdir):
     snakemake(workdir, images_dir=images, shards=SHARDS)
-    time.sleep(0.01)
-    os.utime(images / "img0005.jpg")  # touch: the same bytes, a new mtime
+    st = (images / "img0005.jpg").stat()
+    os.utime(images / "img0005.jpg", ns=(st.st_atime_ns, st.st_mtime_ns - 10**10))  # the same bytes, another mtime
     proc = snakemake(workdir, images_dir=images, shards=SHARDS)
     assert jobs_run(proc.stdout, "decode_shard") == 1
     assert f"shard={shard_of('img0005.jpg', SHARDS):03d}" in proc.stdout
@@ -66,12 +66,28 @@ def test_a_changed_size_is_probed_again_when_sizes_must_agree(images, workdir):
     assert "img0003.jpg is 50x64" in proc.stdout
 
 
-def test_a_freshly_written_file_is_stated_only_once_it_is_old_enough(tmp_path):
+class _WaitingClock:
+    """The time module as the scan uses it, telling the test when the scan starts to wait for a racy file."""
+
+    def __init__(self):
+        self.waiting = threading.Event()
+
+    def time_ns(self) -> int:
+        return time.time_ns()
+
+    def sleep(self, seconds: float) -> None:
+        self.waiting.set()
+        time.sleep(seconds)
+
+
+def test_a_freshly_written_file_is_stated_only_once_it_is_old_enough(tmp_path, monkeypatch):
     """A file edited twice within one tick of the clock keeps one mtime: the scan must not
     record it until any later edit is bound to move its mtime, and must see the last edit."""
     path = tmp_path / "a.jpg"
     write_image(path, seed=1)
     result = {}
+    clock = _WaitingClock()
+    monkeypatch.setattr(manifest, "time", clock)
 
     def scan():
         result["stats"] = manifest.stat_all(str(tmp_path), ["a.jpg"])[0]
@@ -79,7 +95,7 @@ def test_a_freshly_written_file_is_stated_only_once_it_is_old_enough(tmp_path):
 
     thread = threading.Thread(target=scan)
     thread.start()
-    time.sleep(0.3)
+    assert clock.waiting.wait(timeout=60)  # the scan has looked once, found the file racy, and waits
     write_image(path, seed=2, height=60, width=80)  # the second edit, while the scan waits
     thread.join()
     size, mtime_ns = result["stats"]["a.jpg"]

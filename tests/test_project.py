@@ -1,14 +1,16 @@
-"""The project's own files: lint, formatting, and conda environments that match requirements.txt."""
+"""The project's own files: lint, formatting, conda environments that match requirements.txt, and the
+package's shape (each stage imports only from those below it)."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO, SNAKEMAKE, make_images
+from tests.conftest import REPO, make_images, snakemake_cmd
 
 
 def pinned(path: Path) -> dict[str, str]:
@@ -26,7 +28,15 @@ def test_requirements_are_pinned():
     files = sorted(REPO.glob("requirements*.txt"))
     assert [f.name for f in files] == ["requirements-dev.txt", "requirements-slurm.txt", "requirements-test.txt", "requirements.txt"]
     for path in files:
-        assert pinned(path) or path.name != "requirements.txt"
+        assert pinned(path), f"{path.name} pins nothing"  # pinned() fails on any line not pinned with ==
+
+
+def test_the_torch_extra_pins_the_versions_the_tests_run_with():
+    import tomllib
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["torch"]
+    tested = pinned(REPO / "requirements-dev.txt")  # what make test installs
+    assert extra and all(tested[name.lower()] == version for name, version in (e.split("==") for e in extra))
 
 
 def test_conda_envs_match_requirements():
@@ -47,7 +57,7 @@ def test_conda_envs_match_requirements():
 def test_snakemake_lint_is_clean(tmp_path):
     make_images(tmp_path / "images", 3)
     proc = subprocess.run(
-        [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--lint", "--config", f"images_dir={tmp_path / 'images'}"],
+        snakemake_cmd(tmp_path, "--lint", images_dir=tmp_path / "images"),
         capture_output=True,
         text=True,
     )
@@ -89,3 +99,60 @@ def test_the_docs_links_resolve_and_the_readme_is_a_page_not_a_log():
     assert len(readme.splitlines()) <= 300
     assert readme.index("make run") < readme.index("## ")  # the two commands come first
     assert "SPEED_TABLE" not in readme
+
+
+# The package's stages, lowest first: a module may import from its own unit and from units before it.
+LAYERS = [
+    {"errors", "format", "temp", "shm", "__version__"},
+    {"layout"},
+    {"pixels"},
+    {"plan"},
+    {"build"},
+    {"publish"},
+    {"read"},
+    {"tools"},
+    {"steps", "__init__", "__main__"},
+]
+BASE = {"errors", "format", "temp", "shm", "layout", "__version__"}
+# Inside build/, the shard job's steps in the order the orchestrator calls them (index first: the plan reads one).
+BUILD_ORDER = ["index", "reuse", "workers", "part", "assemble", "shard"]
+
+
+def internal_imports(path: Path) -> set[str]:
+    """The imgshard modules ``path`` imports, as dotted names below imgshard (``build.index``)."""
+    package = path.relative_to(REPO / "imgshard").with_suffix("").parts[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[: len(package) - node.level + 1])
+                target = base + (node.module.split(".") if node.module else [])
+                names = [target + [a.name] for a in node.names] if not node.module else [target]
+            elif (node.module or "").startswith("imgshard"):
+                names = [node.module.split(".")[1:] or [a.name for a in node.names]]
+            else:
+                continue
+            found |= {".".join(n) for n in names if n}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("imgshard.")}
+    return found
+
+
+def test_each_stage_imports_only_from_those_below_it():
+    rank = {unit: k for k, units in enumerate(LAYERS) for unit in units}
+    wrong = []
+    for path in sorted((REPO / "imgshard").rglob("*.py")):
+        parts = path.relative_to(REPO / "imgshard").with_suffix("").parts
+        unit = parts[0]
+        for target in internal_imports(path):
+            to = target.split(".")[0]
+            assert to in rank, f"{path}: imports {target}, a module no layer names"
+            if rank[to] > rank[unit] or (unit == "read" and to not in BASE | {"read"}):
+                wrong.append(f"{'/'.join(parts)} imports {target}")
+            if unit == to == "build" and len(parts) > 1 and parts[1] in BUILD_ORDER:
+                leaf = target.split(".")[1] if "." in target else ""
+                if leaf in BUILD_ORDER and BUILD_ORDER.index(leaf) > BUILD_ORDER.index(parts[1]):
+                    wrong.append(f"{'/'.join(parts)} calls back up into build.{leaf}")
+    assert wrong == []
+    # The check reads real imports: the shard job's own module imports each of its steps.
+    assert {"build.reuse", "build.workers", "build.assemble", "build.index", "build.part"} <= internal_imports(REPO / "imgshard/build/shard.py")

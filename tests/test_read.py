@@ -56,7 +56,7 @@ def test_dataset_opened_in_the_parent_still_pickles_and_reopens(dataset):
 def test_dataloader_with_two_workers(dataset, start_method, batched):
     path, images, rels = dataset
     ds = H5ImageDataset(path)
-    ds[0]  # files open in the parent must not leak into forked workers
+    ds[0]  # the parent has its files open when the workers start (see the test below)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=3, num_workers=2, multiprocessing_context=start_method, shuffle=False, collate_fn=collate if batched else None
     )
@@ -69,14 +69,49 @@ def test_dataloader_with_two_workers(dataset, start_method, batched):
         np.testing.assert_array_equal(stacked[i], reference_pixels(images, rel))
 
 
+class _WhoRead(torch.utils.data.Dataset):
+    """Each item with the process that read it and the descriptors its snapshot read through there."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        import os
+
+        image = self.ds[i]
+        return image, os.getpid(), self.ds.snapshot._pid, list(self.ds.snapshot._fds)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_workers_read_through_files_of_their_own_not_the_parents(dataset, start_method):
+    import os
+
+    path, images, rels = dataset
+    ds = H5ImageDataset(path)
+    ds[0]  # the parent's descriptors, inherited by forked workers
+    parent_fds = set(ds.snapshot._fds)
+    loader = torch.utils.data.DataLoader(_WhoRead(ds), batch_size=None, num_workers=2, multiprocessing_context=start_method)
+    workers = set()
+    for i, (image, pid, snapshot_pid, fds) in enumerate(loader):
+        assert pid != os.getpid() and snapshot_pid == pid  # the worker's own handles, made in the worker
+        assert not set(fds) & parent_fds  # no read goes through a descriptor the parent also reads through
+        np.testing.assert_array_equal(image.numpy(), reference_pixels(images, rels[i]))
+        workers.add(pid)
+    assert len(workers) == 2
+    ds.close()
+
+
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_batches_kept_by_the_caller_keep_their_pixels(tmp_path, start_method):
     """Workers reuse a ring of batch buffers: a slot is written again only once the main process let
     go of every view of it. A caller that keeps every batch (more than the ring holds) gets each with
     its own pixels, masks aligned; one that lets go has them reused."""
-    from imgshard.labels import read_labels
+    from imgshard.plan.labels import read_labels
     from imgshard.read import ring
-    from tests.test_labels import random_masks, write_clouds_csv
+    from tests.images import random_masks, write_clouds_csv
 
     images = tmp_path / "images"
     rels = make_images(images, 31)

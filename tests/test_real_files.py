@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from imgshard.index import read_index
+from imgshard.build.index import read_index
 from tests.conftest import REPO, jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
 
 ODD_NAMES = ["tab\there.jpg", "new\nline.jpg", "back\\slash.jpg", "space and, comma 'quote'.jpg", "ünïcödé.jpg"]
@@ -44,10 +44,18 @@ def test_a_csv_and_an_image_list_saved_by_excel_are_read(tmp_path, workdir):
     """Excel's "CSV UTF-8" starts with a byte-order mark and ends lines with CRLF; both are invisible to its user."""
     images = tmp_path / "images"
     rels = make_images(images, 4)
-    (tmp_path / "labels.csv").write_bytes(("\ufeffpath,label\r\n" + "".join(f"{r},{'xy'[i % 2]}\r\n" for i, r in enumerate(rels))).encode("utf-8"))
-    (tmp_path / "list.txt").write_bytes(("\ufeff" + "\r\n".join(rels[:3]) + "\r\n").encode("utf-8"))
-    snakemake(workdir, images_dir=images, labels=tmp_path / "labels.csv", image_list=tmp_path / "list.txt", shards=1, on_error="skip")
-    assert read_dataset(workdir / "results/dataset.h5")["paths"] == sorted(rels[:3])
+    listed = rels[:3]
+    given = {r: "xy"[i % 2] for i, r in enumerate(listed)}
+    (tmp_path / "labels.csv").write_bytes(("\ufeffpath,label\r\n" + "".join(f"{r},{c}\r\n" for r, c in given.items())).encode("utf-8"))
+    (tmp_path / "list.txt").write_bytes(("\ufeff" + "\r\n".join(listed) + "\r\n").encode("utf-8"))
+    # on_error: fail (the default): a header or path misread for the mark, or a label with a stray \r, fails the run.
+    snakemake(workdir, images_dir=images, labels=tmp_path / "labels.csv", image_list=tmp_path / "list.txt", shards=1)
+    ds = read_dataset(workdir / "results/dataset.h5")
+    assert ds["paths"] == sorted(listed)
+    with h5py.File(workdir / "results/dataset.h5") as f:
+        classes, stored = [str(c) for c in f["labels"].attrs["classes"]], f["labels"][()]
+    assert classes == ["x", "y"]
+    assert {rel: classes[k] for rel, k in zip(ds["paths"], stored)} == given
 
 
 @pytest.fixture

@@ -7,9 +7,8 @@ import base64
 import cv2
 import numpy as np
 
-from imgshard.figures import PALETTE
+from imgshard.tools.figures import PALETTE
 from tests.conftest import jobs_run, snakemake
-from tests.test_labels import clouds  # noqa: F401  (fixture)
 
 
 def test_report_contains_the_pictures(clouds, workdir):  # noqa: F811

@@ -7,21 +7,20 @@ Mounting needs root (CI runs as root); the namespace's /dev/shm goes with it.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, SNAKEMAKE, config_args, make_images, read_dataset, reference_pixels
+from tests.conftest import make_images, mount_refused, read_dataset, reference_pixels, snakemake_cmd
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="a mount namespace needs root and unshare")
+REFUSED = mount_refused(namespace=True)
+pytestmark = pytest.mark.skipif(REFUSED is not None, reason=str(REFUSED))
 
 
 def in_small_shm(size_mb: int, workdir, *args: str, **config) -> subprocess.CompletedProcess:
-    snakemake = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args, *config_args(**config)]
+    snakemake = snakemake_cmd(workdir, *args, **config)
     script = f'mount -t tmpfs -o size={size_mb}m tmpfs /dev/shm && exec "$@"'
     cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *snakemake]
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)

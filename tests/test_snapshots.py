@@ -4,6 +4,7 @@ snapshots go once no reader holds them, and stay while one does."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,28 +17,32 @@ import h5py
 import numpy as np
 import pytest
 
-from imgshard.decode import decode_into
-from imgshard.geometry import Geometry
+from imgshard.pixels.decode import decode_into
+from imgshard.pixels.geometry import Geometry
 from tests.conftest import REPO, make_images, snakemake, write_image
-from tests.snapshot_reader import KINDS, digest
+from tests.snapshot_reader import KINDS, digest, label_of
 
 SIZE = (120, 160)
 SMALL = (60, 80)
 
 
 def record(truth: dict, images: Path, rel: str) -> None:
-    """The pixels of the file now at ``rel``, at both sizes the test builds, by the pipeline's own decoder."""
+    """The pixels of the file now at ``rel``, at both sizes the test builds, by the pipeline's own decoder, and its label."""
     path = images / rel
-    import hashlib
-
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-    sizes = {}
+    entry = {"label": label_of(rel)}
     for shape, resize in ((SIZE, None), (SMALL, "stretch")):
         row = np.empty((*shape, 3), np.uint8)
         _, _, error = decode_into(str(path), row, Geometry(*shape, resize=resize, reducing_gap=2.0 if resize else None))
         if error is None:
-            sizes[f"{shape[0]}x{shape[1]}"] = digest(row)
-    truth[f"{rel} {sha256}"] = sizes
+            entry[f"{shape[0]}x{shape[1]}"] = digest(row)
+    truth[f"{rel} {sha256}"] = entry
+
+
+def write_labels(images: Path, csv: Path) -> None:
+    """A class for every image now in ``images`` (each path's own, whatever its version)."""
+    rels = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.jpg"))
+    csv.write_text("path,label\n" + "".join(f"{r},{'abc'[label_of(r)]}\n" for r in rels))
 
 
 class Readers:
@@ -55,6 +60,16 @@ class Readers:
             for kind in KINDS
         }
 
+    def wait_until_each_has_read(self, snapshot: str, kinds=KINDS, timeout: float = 120) -> None:
+        """Until every reader of ``kinds`` has opened ``snapshot`` (each says so in its .seen file)."""
+        deadline = time.monotonic() + timeout
+        for kind in kinds:
+            seen = self.tmp / f"{kind}.json.seen"
+            while not (seen.exists() and snapshot in seen.read_text().split()):
+                assert self.procs[kind].poll() is None, f"{kind} reader died"
+                assert time.monotonic() < deadline, f"{kind} never opened {snapshot}"
+                time.sleep(0.02)
+
     def finish(self) -> dict:
         self.stop.touch()
         results = {}
@@ -62,6 +77,11 @@ class Readers:
             assert proc.wait(timeout=120) == 0
             results[kind] = json.loads((self.tmp / f"{kind}.json").read_text())
         return results
+
+
+def current_snapshot(dataset: Path) -> str:
+    with h5py.File(dataset) as f:
+        return f.attrs["snapshot"]
 
 
 @pytest.mark.parametrize("gather", ["virtual", "copy"])
@@ -78,33 +98,44 @@ def test_readers_see_their_snapshot_through_every_kind_of_rerun(tmp_path, gather
         record(truth, images, rel)
     for rel in ("img0005.jpg", "sub/added.jpg"):
         record(truth, staged, rel)
-    config = dict(images_dir=images, shards=2, gather=gather)
-    snakemake(work, **config)
+    labels = tmp_path / "labels.csv"
+    config = dict(images_dir=images, shards=2, gather=gather, labels=labels)
+
+    def run(check=True, **changed):
+        write_labels(images, labels)  # a class for exactly the images there now
+        return snakemake(work, check=check, **{**config, **changed})
+
+    run()
     dataset = work / "results/dataset.h5"
+    first = current_snapshot(dataset)
     readers = Readers(tmp_path, dataset, truth)
-    time.sleep(1.0)  # every reader has opened the first snapshot
+    readers.wait_until_each_has_read(first)  # every reader holds the first snapshot before anything changes
 
     shutil.copy(staged / "img0005.jpg", images / "img0005.jpg")  # changed
-    snakemake(work, **config)
+    run()
     shutil.copy(staged / "sub/added.jpg", images / "sub/added.jpg")  # added
-    snakemake(work, **config)
+    run()
     os.unlink(images / "img0007.jpg")  # removed
-    snakemake(work, **config)
-    snakemake(work, **{**config, "image_size": f"[{SMALL[0]},{SMALL[1]}]"})  # every pixel changes
+    run()
+    run(image_size=f"[{SMALL[0]},{SMALL[1]}]")  # every pixel changes
     (images / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # a run that fails midway, resharding
-    failed = snakemake(work, check=False, **{**config, "shards": 3})
+    failed = run(check=False, shards=3)
     assert failed.returncode != 0 and "could not be stored" in failed.stdout
     (images / "broken.jpg").unlink()
-    snakemake(work, **{**config, "shards": 3})  # every image moves to another shard
-    time.sleep(0.5)  # readers that reopen see the last snapshot
+    run(shards=3)  # every image moves to another shard
+    last = current_snapshot(dataset)
+    readers.wait_until_each_has_read(last, kinds=["dataset", "loader", "batches"])  # the ones that reopen
     results = readers.finish()
 
     for kind, result in results.items():
         assert result["errors"] == [], f"{kind}: {result['errors']}"
         assert result["bad"] == 0, f"{kind}: {result['bad']} bad rows of {result['rows']}: {result['examples']}"
         assert result["rows"] > 100, f"{kind} read only {result['rows']} rows"
-    assert results["h5py-hold"]["snapshots"] == 1  # it held the first snapshot throughout, and read it whole
-    assert results["dataset"]["snapshots"] >= 3 and results["loader"]["snapshots"] >= 3  # they moved on
+        assert result["snapshots"][0] == first, kind
+    # The plain h5py reader held the first snapshot throughout: it stayed in its folder, and read whole.
+    assert results["h5py-hold"]["snapshots"] == [first] and results["h5py-hold"]["held_gone"] == 0
+    for kind in ("dataset", "loader", "batches"):  # they moved on, through snapshots in publishing order
+        assert len(results[kind]["snapshots"]) >= 2 and results[kind]["snapshots"][-1] == last, kind
     with h5py.File(dataset) as f:
         assert len(f["paths"]) == 40 and f["images"].shape[1:3] == SIZE
 

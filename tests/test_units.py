@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from imgshard.workers import MB, plan_buffers
-from imgshard.discover import find_images
+from imgshard.build.workers import MB, plan_buffers
+from imgshard.plan.discover import find_images
 from imgshard.errors import ImgshardError
-from imgshard.shard import assign, shard_name, shard_of
+from imgshard.plan.shard import assign, shard_name, shard_of
 from tests.conftest import REPO
 
 
@@ -53,7 +53,7 @@ def test_image_list_errors_name_the_line(tmp_path, line, message):
 def test_shard_of_is_stable_across_processes():
     paths = [f"dir{i % 7}/img{i}.jpg" for i in range(200)]
     here = [shard_of(p, 16) for p in paths]
-    code = f"from imgshard.shard import shard_of; print([shard_of(p, 16) for p in {paths!r}])"
+    code = f"from imgshard.plan.shard import shard_of; print([shard_of(p, 16) for p in {paths!r}])"
     for seed in ("0", "12345"):
         out = subprocess.run(
             [sys.executable, "-c", code], cwd=REPO, env={"PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True
@@ -104,7 +104,7 @@ def test_plan_buffers_refuses_what_cannot_fit():
 
 
 def test_the_shm_budget_is_shared_by_the_jobs_that_run_at_once():
-    from imgshard.config import shard_shm_mb
+    from imgshard.plan.config import shard_shm_mb
 
     row = 9 * MB  # a 1400x2100 image
     assert shard_shm_mb(1024, 1, 2, row) == 512  # --cores 2: two one-worker jobs side by side
@@ -116,7 +116,7 @@ def test_the_shm_budget_is_shared_by_the_jobs_that_run_at_once():
 
 
 def test_auto_workers_share_the_cores_out_over_the_shards(monkeypatch):
-    from imgshard import config
+    from imgshard.plan import config
 
     monkeypatch.setattr(config, "physical_cores", lambda: 64)
     assert config.shard_workers("auto", 8, None) == 8  # 8 jobs of 8 workers
@@ -127,7 +127,7 @@ def test_auto_workers_share_the_cores_out_over_the_shards(monkeypatch):
 
 
 def test_guided_tasks_cover_every_image_once_and_shrink_to_single_images():
-    from imgshard.workers import guided_tasks
+    from imgshard.build.workers import guided_tasks
 
     for n, workers in [(1, 1), (7, 1), (134, 1), (100, 4), (512, 16)]:
         tasks = guided_tasks(list(range(n)), workers)
@@ -138,8 +138,8 @@ def test_guided_tasks_cover_every_image_once_and_shrink_to_single_images():
 
 
 def test_the_disk_estimate_counts_a_copy_twice_and_what_a_rebuild_replaces(tmp_path):
-    from imgshard.plan import Dataset
-    from imgshard.space import needed_bytes
+    from imgshard.plan.datasets import Dataset
+    from imgshard.plan.space import needed_bytes
 
     def dataset(gather):
         settings = {"gather": gather, "output": str(tmp_path / "results/train.h5")}

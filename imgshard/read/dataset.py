@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..index import LABELS, MASKS
+from ..format import LABELS, MASKS
 from .ring import FREE, Ring, Shipped
 from .snapshot import Snapshot
 

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import ImgshardError
-from ..index import LABELS, MASKS
+from ..format import LABELS, MASKS
 from . import sampler
 from .snapshot import Snapshot
 

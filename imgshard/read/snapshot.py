@@ -28,9 +28,8 @@ import h5py
 import numpy as np
 
 from ..errors import ImgshardError
-from ..index import IMAGES, LABELS, MASKS, PATHS
+from ..format import CLASSES_ATTR, CONFIG_ATTR, IMAGES, LABELS, MASKS, PATHS, SNAPSHOT_ATTR
 
-SNAPSHOT_ATTR = "snapshot"  # imgshard.publish writes it: the snapshot's own path, relative to the dataset's folder
 _INHERITED: list = []  # h5py handles a forked child got from its parent: kept, never closed there
 
 
@@ -185,11 +184,11 @@ class Snapshot:
             self.own_path = os.path.join(self.dataset_dir, own) if own else os.path.abspath(self.path)
             self.layout = read_layout(f, self.dataset_dir, self.own_path)
             self.target = next((t for t in (MASKS, LABELS) if t in f), None)
-            self.classes = [str(c) for c in f[self.target].attrs.get("classes", [])] if self.target else []
+            self.classes = [str(c) for c in f[self.target].attrs.get(CLASSES_ATTR, [])] if self.target else []
             self.labels = f[LABELS][()] if self.target == LABELS else None
             self.target_shape = f[MASKS].shape[1:] if self.target == MASKS else ()
             self.attrs = {k: f.attrs[k] for k in f.attrs}
-            self.config = json.loads(self.attrs.get("config", "{}"))
+            self.config = json.loads(self.attrs.get(CONFIG_ATTR, "{}"))
 
     def __len__(self) -> int:
         return self.shape[0]

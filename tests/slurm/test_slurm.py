@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from imgshard.config import shard_workers
+from imgshard.plan.config import shard_workers
 from tests.conftest import REPO, make_images, snakemake
 
 pytestmark = pytest.mark.slurm

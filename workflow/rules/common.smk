@@ -1,28 +1,28 @@
-# Discovery and sharding happen here, when the workflow is parsed. Each shard
-# job's input is its manifest (its images' paths, sizes and mtimes), rewritten
-# only when one of them changes: Snakemake's own rerun triggers then redo
-# exactly the shards whose images changed, while tracking one file per shard.
+# Discovery and sharding happen here, when the workflow is parsed (imgshard/plan/).
+# Each shard job's input is its manifest (its images' paths, sizes and mtimes),
+# rewritten only when one of them changes: Snakemake's own rerun triggers then
+# redo exactly the shards whose images changed, while tracking one file per shard.
 # One run builds one dataset or several, so the rules take a {dataset} wildcard.
-import atexit
+# This file holds that planning and the get_* functions the rules call; run.smk
+# what a run shows while and after it runs.
 import shlex
-import threading
-import time
 
 from snakemake.settings.types import DeploymentMethod
 
-from imgshard.config import (
+from imgshard.format import FORMAT
+from imgshard.layout import Layout
+from imgshard.plan.config import (
     jobs_at_once,
     resolve_workers,
     schema_defaults,
     shard_shm_mb,
     shard_workers,
 )
-from imgshard.index import FORMAT
-from imgshard.jobs import job_argument, prune_spilled
-from imgshard.plan import plan
-from imgshard.progress import Monitor, progress_file, summary
-from imgshard.publish import redo_what_is_damaged
-from imgshard.space import check_free_space
+from imgshard.plan.damaged import redo_what_is_damaged
+from imgshard.plan.datasets import plan
+from imgshard.plan.space import check_free_space
+from imgshard.steps.args import job_argument
+from imgshard.steps.progress import progress_file
 
 try:
     DATASETS = plan(config, schema_defaults(SCHEMA))
@@ -38,14 +38,11 @@ except ImgshardError as e:
 _first = next(iter(DATASETS.values()))
 RESULTS = os.path.join(os.path.dirname(_first.output), "")
 EXT = os.path.splitext(_first.output)[1]
+# The rules' file patterns: results/{dataset}.shards/shard-{shard}.h5 and the like.
+FILES = Layout(f"{RESULTS}{{dataset}}{EXT}")
 # Only the run itself: a job on a cluster node parses this file too, while others write.
 for _dataset in DATASETS.values() if workflow.is_main_process else []:
-    _indexes = [
-        f"{_dataset.stem}.shards/shard-{name}.h5" for name in _dataset.shard_names
-    ]
-    for _problem in redo_what_is_damaged(
-        _dataset.output, f"{_dataset.stem}.stats.json", _indexes
-    ):
+    for _problem in redo_what_is_damaged(_dataset.layout, _dataset.shard_names):
         print(f"imgshard: {_problem}", file=sys.stderr)
 WORKERS = resolve_workers(config["workers"])
 
@@ -154,6 +151,10 @@ def get_setting(key):
     return lambda wildcards: get_dataset(wildcards).settings[key]
 
 
+def get_progress_file(wildcards, threads):
+    return progress_file(wildcards.dataset, wildcards.shard)
+
+
 def get_labels_file(wildcards):
     # ancient: a new CSV's mtime alone redoes nothing; get_labels_digest says which shards changed.
     labels = get_dataset(wildcards).settings["labels"]
@@ -177,17 +178,13 @@ def get_pixel_params(wildcards):
 
 
 def get_shard_files(wildcards):
-    names = get_dataset(wildcards).shard_names
-    return expand(
-        f"{RESULTS}{wildcards.dataset}.shards/shard-{{shard}}.h5", shard=names
-    )
+    dataset = get_dataset(wildcards)
+    return [dataset.layout.index(name) for name in dataset.shard_names]
 
 
 def get_shard_stats(wildcards):
-    names = get_dataset(wildcards).shard_names
-    return expand(
-        f"{RESULTS}{wildcards.dataset}.shards/shard-{{shard}}.json", shard=names
-    )
+    dataset = get_dataset(wildcards)
+    return [dataset.layout.shard_stats(name) for name in dataset.shard_names]
 
 
 def get_left_out(wildcards):
@@ -204,85 +201,3 @@ def verify_params(names):
         )
         for n in names
     ]
-
-
-RUN_STARTED = time.time()
-RUN_FAILED = []  # onerror notes it
-_monitor = []
-
-
-def get_progress_file(wildcards, threads):
-    return progress_file(wildcards.dataset, wildcards.shard)
-
-
-def quiet():
-    from snakemake.settings.enums import Quietness
-
-    shown = workflow.output_settings.quiet or set()
-    return bool({Quietness.ALL, Quietness.PROGRESS} & set(shown))
-
-
-def start_progress():
-    """The live progress line over the shard jobs this run runs (imgshard/progress.py)."""
-    if quiet():
-        return
-    jobs = {}
-    for job in workflow.dag.needrun_jobs():
-        if job.rule.name.endswith("decode_shard"):  # a module's rule has a prefix
-            dataset, shard = job.wildcards.dataset, job.wildcards.shard
-            images = len(DATASETS[dataset].shards[int(shard)])
-            jobs[(dataset, shard)] = (
-                images,
-                f"{DATASETS[dataset].stem}.shards/shard-{shard}.json",
-            )
-    _monitor.append(Monitor(jobs))
-    _monitor[-1].start()
-
-
-def stop_progress():
-    for monitor in _monitor:
-        monitor.stop()
-
-
-def print_summaries(stats_files):
-    """At the end of every run that built (or found up to date) a dataset: one line for it (a failed
-    run has said what failed; verify and report runs build nothing)."""
-    if quiet() or not workflow.is_main_process or workflow.dryrun or RUN_FAILED:
-        return
-    dag = getattr(workflow, "_dag", None)
-    if dag is None:
-        return  # --lint, --unlock and the like: no build to speak of
-    gathered = {
-        DATASETS[job.wildcards.dataset].output
-        for job in dag.jobs
-        if job.rule.name.endswith("gather")
-    }
-    for output, stats in stats_files.items():
-        if output in gathered:
-            print(summary(output, stats, RUN_STARTED), file=sys.stderr)
-
-
-# Absolute: Snakemake has gone back to the folder it started in when this runs.
-atexit.register(
-    print_summaries,
-    {
-        d.output: [
-            os.path.abspath(f"{d.stem}.shards/shard-{name}.json")
-            for name in d.shard_names
-        ]
-        for d in DATASETS.values()
-    },
-)
-
-
-def cancel_idle_timers():
-    """Let a finished run exit at once.
-
-    Snakemake's job rate limiter (--max-jobs-per-timespan, 100/1s by default)
-    starts a one-second non-daemon threading.Timer each time its scheduler
-    waits; the last one kept every run that executed a job alive for up to a
-    second after its last job. The scheduler has returned: nobody waits on them.
-    """
-    for thread in threading.enumerate():
-        if isinstance(thread, threading.Timer):
-            thread.cancel()

@@ -3,8 +3,8 @@ rule decode_shard:
         manifest=get_manifest,
         labels=get_labels_file,
     output:
-        shard=f"{RESULTS}{{dataset}}.shards/shard-{{shard}}.h5",
-        stats=f"{RESULTS}{{dataset}}.shards/shard-{{shard}}.json",
+        shard=FILES.index("{shard}"),
+        stats=FILES.shard_stats("{shard}"),
     log:
         "logs/decode_shard/{dataset}/{shard}.log",
     # Heaviest shards first, so that no core waits alone on a big one at the end.

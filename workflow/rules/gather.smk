@@ -2,14 +2,14 @@
 # job, so a rerun for one changed image starts one process here, not two.
 # The dataset (results/<dataset>.h5) is not a declared output: Snakemake would
 # delete it before the job runs, under any reader that has it open. The job
-# publishes a new snapshot of it in one atomic step instead (imgshard/publish.py);
-# redo_what_is_damaged (common.smk) reruns the job when that file is gone.
+# publishes a new snapshot of it in one atomic step instead (imgshard/publish/);
+# redo_what_is_damaged (imgshard/plan/damaged.py) reruns the job when that file is gone.
 rule gather:
     input:
         shards=get_shard_files,
         stats=get_shard_stats,
     output:
-        stats=f"{RESULTS}{{dataset}}.stats.json",
+        stats=FILES.stats,
     log:
         "logs/gather/{dataset}.log",
     conda:

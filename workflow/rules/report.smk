@@ -4,22 +4,22 @@
 # They cost seconds that a build, or a rerun for one changed image, need not pay.
 rule figures:
     input:
-        stats=f"{RESULTS}{{dataset}}.stats.json",
+        stats=FILES.stats,
     output:
         contact_sheet=report(
-            f"{RESULTS}{{dataset}}.report/contact_sheet.png",
+            f"{FILES.report_dir}/contact_sheet.png",
             caption="../report/contact_sheet.rst",
             category="{dataset}",
             subcategory="Dataset",
         ),
         throughput=report(
-            f"{RESULTS}{{dataset}}.report/throughput.png",
+            f"{FILES.report_dir}/throughput.png",
             caption="../report/throughput.rst",
             category="{dataset}",
             subcategory="Speed",
         ),
         table=report(
-            f"{RESULTS}{{dataset}}.report/stats.csv",
+            f"{FILES.report_dir}/stats.csv",
             caption="../report/stats.rst",
             category="{dataset}",
             subcategory="Speed",
