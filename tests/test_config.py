@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, jobs_run, snakemake
+from tests.conftest import REPO, jobs_run, read_dataset, snakemake
 
 
 @pytest.mark.parametrize(
@@ -23,6 +24,8 @@ from tests.conftest import REPO, jobs_run, snakemake
         ({"image_szie": "[8,8]"}, r"did you mean 'image_size' for 'image_szie'\?"),
         ({"nonsense_key": 1}, r"\('nonsense_key' was unexpected\) \(known keys: check_disk_space, .*workers\)"),
         ({"images_dir": "no/such/folder"}, r"images_dir: 'no/such/folder' is not a folder"),
+        ({"image_size": "[0,8]"}, r"config: image_size = \[0, 8\] is invalid: .*expected null or \[height, width\] of integers 1 to 65535 \(one number: a square\)"),
+        ({"image_size": "[8,8,8]"}, r"config: image_size = \[8, 8, 8\] is invalid: .*\[height, width\]"),
     ],
 )
 def test_bad_value_stops_before_any_job(images, workdir, config, expected):
@@ -56,3 +59,11 @@ def test_every_schema_key_has_a_default_in_config_yaml():
     assert set(config) == set(schema["properties"])
     for key, spec in schema["properties"].items():
         assert config[key] == spec["default"], key
+
+
+@pytest.mark.parametrize("size", ["24", "[24]", "[24,24]"])
+def test_one_number_for_image_size_is_a_square(images, workdir, size):
+    snakemake(workdir, images_dir=images, image_size=size, shards=1)
+    ds = read_dataset(workdir / "results/dataset.h5")
+    assert ds["images"].shape[1:] == (24, 24, 3)
+    assert json.loads(ds["attrs"]["config"])["image_size"] == [24, 24]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
@@ -41,6 +44,27 @@ def test_every_format_is_stored_as_cv2_reads_it(formats, tmp_path, kind):
     stored, size = decode_one(path, Geometry(30, 40), tmp_path)
     np.testing.assert_array_equal(stored, expected)
     assert size == (30, 40)
+
+
+def test_images_whose_alpha_channel_is_left_out_are_named(formats, tmp_path):
+    """Rows are RGB: the shard job names the files whose alpha it dropped (an RGBA PNG, a WebP with
+    alpha, a lossless one too), and no other."""
+    rgba = np.dstack([cv2.cvtColor(cv2.imread(str(formats["png"])), cv2.COLOR_BGR2RGB), np.full((30, 40), 7, np.uint8)])
+    extra = {"lossless rgba webp": write(tmp_path / "lossless_alpha.webp", rgba, [cv2.IMWRITE_WEBP_QUALITY, 101])}
+    paths = [formats[k] for k in FORMATS] + list(extra.values())
+    result = build_shard(ShardJob([str(p) for p in paths], [p.name for p in paths], str(tmp_path / "s.h5"), Geometry(30, 40), workers=1))
+    assert sorted(result.alpha_dropped) == ["alpha.png", "alpha.webp", "lossless_alpha.webp"]
+
+
+def test_the_shard_log_and_stats_count_the_dropped_alpha_channels(formats, tmp_path, workdir):
+    images = tmp_path / "images"
+    images.mkdir()
+    for kind in ("rgba png", "jpeg", "png"):
+        shutil.copy(formats[kind], images / formats[kind].name)
+    snakemake(workdir, images_dir=images, shards=1, image_size="[30,40]")
+    log = (workdir / "logs/decode_shard/dataset/000.log").read_text()
+    assert "alpha: 1 image had an alpha channel, left out (rows are RGB): alpha.png" in log
+    assert json.loads((workdir / "results/dataset.shards/shard-000.json").read_text())["alpha_dropped"] == 1
 
 
 @pytest.mark.parametrize("kind", ["webp", "lossy webp", "rgba webp", "png", "bmp", "jpeg"])

@@ -11,7 +11,8 @@ import re
 import select
 import subprocess
 
-from tests.conftest import Gate, jpeg_bytes, make_images, snakemake_cmd, write_image
+from imgshard.plan.shard import shard_of
+from tests.conftest import Gate, jpeg_bytes, make_images, snakemake, snakemake_cmd, write_image
 
 
 def in_a_terminal(cmd: list[str], timeout: float = 120, when: tuple[str, object] | None = None) -> str:
@@ -80,8 +81,9 @@ def test_a_build_shows_one_live_line_and_ends_with_a_summary(tmp_path, workdir):
     assert "imgshard: results/dataset.h5: 1 of 1 shards rebuilt: 30 images added, 0 changed, 0 removed; 30 decoded, 0 kept" in out
 
     write_image(images / "img003.jpg", seed=1, height=SIZE[0], width=SIZE[1])
-    out = in_a_terminal(cmd)  # img003 and the gate, now a plain file with the bytes it gave (a new mtime)
-    assert "1 of 1 shards rebuilt: 0 images added, 2 changed, 0 removed; 2 decoded, 28 kept" in out
+    # Decoded: img003 and the gate, now a plain file with the bytes it gave (a new mtime); changed: img003.
+    out = in_a_terminal(cmd)
+    assert "1 of 1 shards rebuilt: 0 images added, 1 changed, 0 removed; 2 decoded, 28 kept" in out
     os.unlink(images / "img004.jpg")
     out = in_a_terminal(cmd)
     assert "1 of 1 shards rebuilt: 0 images added, 0 changed, 1 removed; 0 decoded, 29 kept" in out
@@ -109,3 +111,26 @@ def test_a_run_of_several_datasets_ends_with_a_summary_line_for_each(tmp_path, w
     out = in_a_terminal(cmd)
     assert "imgshard: results/train.h5: up to date, no shard rebuilt" in out
     assert re.search(r"imgshard: results/test\.h5: 1 of 2 shards rebuilt: 0 images added, 1 changed, 0 removed; 1 decoded, [01] kept", out)
+
+
+def test_the_summary_counts_against_what_was_published_and_names_what_was_skipped(tmp_path, workdir):
+    images = tmp_path / "images"
+    rels = make_images(images, 24)
+    (images / "broken.jpg").write_bytes(b"")  # skipped at every build
+    same_shard = next(r for r in rels if shard_of(r, 4) == shard_of("broken.jpg", 4))
+
+    # A first run that fails (on_error: fail): the shards without the broken file finish, nothing is published.
+    failed = snakemake(workdir, "--keep-going", check=False, images_dir=images, shards=4)
+    assert failed.returncode != 0 and not (workdir / "results/dataset.h5").exists()
+    out = snakemake(workdir, images_dir=images, shards=4, on_error="skip").stdout
+    line = re.search(r"imgshard: results/dataset\.h5: 4 of 4 shards rebuilt: (.*)", out).group(1)
+    decoded, kept = map(int, re.search(r"(\d+) decoded, (\d+) kept from an unfinished run, 1 skipped \(broken\.jpg\)", line).groups())
+    assert line.startswith("24 images added, 0 changed, 0 removed;") and decoded + kept == 24 and kept > 0, line
+
+    # One good image of the broken file's shard changes: nothing was added, the broken file is named as skipped.
+    write_image(images / same_shard, seed=4321)
+    out = snakemake(workdir, images_dir=images, shards=4, on_error="skip").stdout
+    assert re.search(
+        r"imgshard: results/dataset\.h5: 1 of 4 shards rebuilt: 0 images added, 1 changed, 0 removed; 1 decoded, \d+ kept, 1 skipped \(broken\.jpg\)",
+        out,
+    ), out[-2000:]

@@ -33,7 +33,7 @@ def record(truth: dict, images: Path, rel: str) -> None:
     entry = {"label": label_of(rel)}
     for shape, resize in ((SIZE, None), (SMALL, "stretch")):
         row = np.empty((*shape, 3), np.uint8)
-        _, _, error = decode_into(str(path), row, Geometry(*shape, resize=resize, reducing_gap=2.0 if resize else None))
+        error = decode_into(str(path), row, Geometry(*shape, resize=resize, reducing_gap=2.0 if resize else None)).error
         if error is None:
             entry[f"{shape[0]}x{shape[1]}"] = digest(row)
     truth[f"{rel} {sha256}"] = entry
@@ -210,3 +210,32 @@ def test_a_deleted_dataset_file_is_published_again(tmp_path):
     assert "rule gather" in proc.stdout and "rule decode_shard" not in proc.stdout
     with h5py.File(work / "results/dataset.h5") as f:
         assert len(f["paths"]) == 4
+
+
+def test_a_run_with_nothing_to_do_removes_a_snapshot_its_reader_let_go_of(tmp_path):
+    images, work = tmp_path / "images", tmp_path / "work"
+    work.mkdir()
+    rels = make_images(images, 6)
+    config = dict(images_dir=images, shards=1)
+    snakemake(work, **config)
+    dataset = work / "results/dataset.h5"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import h5py, sys; f = h5py.File(sys.argv[1]); print('open', flush=True); sys.stdin.read()", str(dataset)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "open"
+    held = current_snapshot(dataset)
+    write_image(images / rels[0], seed=501)
+    snakemake(work, **config)  # a new snapshot; the held one stays
+    assert len(shard_folder_files(work)["snapshots"]) == 2
+    holder.stdin.close()
+    assert holder.wait(timeout=30) == 0
+
+    proc = snakemake(work, **config)  # nothing to rebuild: the released snapshot goes all the same
+    assert "Nothing to be done" in proc.stdout
+    assert "imgshard: results/dataset.h5: removed 1 snapshots no reader holds any more" in proc.stdout
+    left = shard_folder_files(work)
+    assert left["snapshots"] == [os.path.basename(current_snapshot(dataset))] and os.path.basename(held) not in left["snapshots"]
+    with h5py.File(dataset) as f:
+        mapped = {os.path.basename(vs.file_name) for vs in f["images"].virtual_sources()}
+    assert set(left["parts"]) == mapped  # the parts only the released snapshot mapped went with it

@@ -87,6 +87,7 @@ class ShardResult:
     buffer_rows: int
     buffers: int
     parts: dict[str, int]  # every part the index names: its size in bytes
+    alpha_dropped: list[str]  # images stored without the alpha channel they had
 
 
 def run_tag(index_path: str) -> str:
@@ -143,4 +144,5 @@ def build_shard(job: ShardJob) -> ShardResult:
         buffer_rows=decoder.rows,
         buffers=decoder.count,
         parts=dict(zip(index.parts, index.part_bytes)),
+        alpha_dropped=[job.relpaths[i] for i, d in sorted(assembled.decoded.items()) if d.alpha and i in assembled.row_of],
     )

@@ -39,6 +39,7 @@ class Decoded:
     sha256: str | None
     size: tuple[int, int] | None  # (height, width) of the decoded source
     error: str | None
+    alpha: bool = False  # its alpha channel was left out
 
 
 # --- worker side -------------------------------------------------------------
@@ -63,10 +64,10 @@ def _decode_chunk(k: int, rows: list[int], paths: list[str], rles: list[tuple[st
     buf, geometry = _buffers[k], _geometry[0]
     out = []
     for j, (row, path) in enumerate(zip(rows, paths)):
-        digest, size, error = decode_into(path, buf[row], geometry)
+        digest, size, error, alpha = decode_into(path, buf[row], geometry)
         if error is None and rles is not None:
             error = place_masks(rles[j], size, _masks[k][row], geometry)
-        out.append(Decoded(row, digest, size, error))
+        out.append(Decoded(row, digest, size, error, alpha))
     return out
 
 

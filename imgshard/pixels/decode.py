@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -45,26 +46,31 @@ _REDUCED = {
 # image it has met.
 _scratch_memory = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
 
-Outcome = tuple[str | None, tuple[int, int] | None, str | None]  # sha256, original (height, width), error
+class Outcome(NamedTuple):
+    sha256: str | None
+    size: tuple[int, int] | None  # original (height, width)
+    error: str | None
+    alpha: bool = False  # the file had an alpha channel, which the RGB row leaves out
 
 
 def decode_into(path: str, out: np.ndarray, geometry: Geometry) -> Outcome:
-    """Decode ``path`` into the row ``out`` as ``geometry`` says; report its digest, size and any error."""
+    """Decode ``path`` into the row ``out`` as ``geometry`` says; report its digest, size, any error, and
+    whether an alpha channel was left out (the row is RGB, as ``cv2.imread(path, IMREAD_COLOR_RGB)`` gives)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        return None, None, f"cannot read: {e.strerror}"
+        return Outcome(None, None, f"cannot read: {e.strerror}")
     digest = hashlib.sha256(data).hexdigest()
     if not data:
-        return digest, None, "empty file (0 bytes)"
+        return Outcome(digest, None, "empty file (0 bytes)")
     header = read_header(io.BytesIO(data))
     why = problem(data, header)
     if why:
-        return digest, header.size, why
-    if geometry.resize is None:
-        return (digest, *_decode_direct(path, data, header, out, geometry))
-    return (digest, *_decode_resized(path, data, header, out, geometry))
+        return Outcome(digest, header.size, why)
+    decode = _decode_direct if geometry.resize is None else _decode_resized
+    size, error = decode(path, data, header, out, geometry)
+    return Outcome(digest, size, error, header.alpha and error is None)
 
 
 def _decode_direct(path: str, data: bytes, header: Header, out: np.ndarray, geometry: Geometry) -> tuple[tuple[int, int] | None, str | None]:

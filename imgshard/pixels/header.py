@@ -27,6 +27,7 @@ class Header:
     kind: str  # "jpeg", "png", "bmp", "webp", or "other"
     size: tuple[int, int] | None  # (height, width) as cv2 will return it (EXIF orientation applied)
     orientation: int = 1  # a JPEG's or WebP's EXIF orientation tag: 1 is stored upright
+    alpha: bool = False  # a PNG or WebP with an alpha channel (the stored row is RGB: it is dropped)
 
 
 def read_header(f: BinaryIO) -> Header:
@@ -37,12 +38,12 @@ def read_header(f: BinaryIO) -> Header:
         return Header("jpeg", *_jpeg_size(f))
     if start[:8] == _PNG_SIGNATURE and start[12:16] == b"IHDR":
         width, height = struct.unpack(">II", start[16:24])
-        return Header("png", (height, width))
+        return Header("png", (height, width), alpha=start[25] in (4, 6))  # colour types grey+alpha, RGBA
     if start[:2] == b"BM" and len(start) >= 26:
         width, height = struct.unpack("<ii", start[18:26])
         return Header("bmp", (abs(height), width))
     if start[:4] == b"RIFF" and start[8:12] == b"WEBP":
-        return Header("webp", *_webp_size(start, f))
+        return Header("webp", *_webp_size(start, f), alpha=_webp_alpha(start))
     return Header("other", None)
 
 
@@ -120,6 +121,16 @@ def _webp_size(start: bytes, f: BinaryIO) -> tuple[tuple[int, int] | None, int]:
         orientation = _webp_exif_orientation(f) if start[20] & 0x08 else 1
         return ((width, height) if orientation in (5, 6, 7, 8) else (height, width)), orientation
     return None, 1
+
+
+def _webp_alpha(start: bytes) -> bool:
+    """A WebP's alpha flag: VP8X's flags byte, or VP8L's alpha_is_used bit."""
+    chunk = start[12:16]
+    if chunk == b"VP8X":
+        return bool(start[20] & 0x10)
+    if chunk == b"VP8L" and start[20] == 0x2F:
+        return bool(struct.unpack("<I", start[21:25])[0] >> 28 & 1)
+    return False
 
 
 def _webp_exif_orientation(f: BinaryIO) -> int:

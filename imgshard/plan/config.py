@@ -60,7 +60,8 @@ def shard_shm_mb(budget_mb: int, threads: int, cores: int | None, row_bytes: int
 
 
 def normalize(config: dict) -> dict:
-    """Undo what ``--config`` does to values: ``image_size=[256,256]`` arrives as strings, so may ``reducing_gap=3`` and ``reuse=false``."""
+    """Undo what ``--config`` does to values (``image_size=[256,256]`` arrives as strings, so may
+    ``reducing_gap=3`` and ``reuse=false``), and read one number for ``image_size`` as a square."""
     for key in ("reuse", "check_disk_space"):
         if isinstance(config.get(key), str) and config[key].lower() in ("true", "false"):
             config[key] = config[key].lower() == "true"
@@ -69,7 +70,16 @@ def normalize(config: dict) -> dict:
             continue
         size = settings.get("image_size")
         if isinstance(size, list) and all(isinstance(v, str) and v.strip().isdigit() for v in size):
-            settings["image_size"] = [int(v) for v in size]
+            size = [int(v) for v in size]
+        elif isinstance(size, str) and size.strip().isdigit():
+            size = int(size)
+        # One number is a square: 224 and [224] mean [224, 224].
+        if isinstance(size, int) and not isinstance(size, bool):
+            size = [size, size]
+        elif isinstance(size, list) and len(size) == 1:
+            size = size * 2
+        if "image_size" in settings:
+            settings["image_size"] = size
         gap = settings.get("reducing_gap")
         if isinstance(gap, str):
             try:
@@ -120,7 +130,8 @@ def _allowed(schema: dict) -> str:
         return "one of: " + ", ".join(map(str, schema["enum"]))
     if "oneOf" in schema:
         options = [
-            f"an integer >= {o['minimum']}" if "minimum" in o else repr(o["const"]) if "const" in o else o.get("type", "")
+            o["description"] if "description" in o
+            else f"an integer >= {o['minimum']}" if "minimum" in o else repr(o["const"]) if "const" in o else o.get("type", "")
             for o in schema["oneOf"]
         ]
         return "expected " + " or ".join(options)

@@ -36,6 +36,7 @@ class Gathered:
     images: int
     skipped: list[tuple[str, str]]
     parts: list[str]  # every part file the dataset's rows come from, absolute
+    listing: dict[str, str]  # each image's path: its sha256
 
 
 def part_paths(index_path: str, index: ShardIndex) -> list[str]:
@@ -133,7 +134,8 @@ def gather(
         write_attrs(out, {GATHER_ATTR: mode, **(attrs or {})})
     for offset in byte_copies:
         _copy_bytes(out_path, offset, shape, indexes, files)
-    return Gathered(total, skipped, [p for fs in files for p in fs])
+    listing = {p: s for ix in indexes for p, s in zip(ix.paths, ix.sha256)}
+    return Gathered(total, skipped, [p for fs in files for p in fs], listing)
 
 
 def _virtual(out: h5py.File, name: str, tail: tuple, indexes, files, out_dir: str, total: int) -> h5py.Dataset:

@@ -115,11 +115,12 @@ class Collected:
     held: list[str] = field(default_factory=list)  # superseded snapshots kept because a reader holds them
 
 
-def collect(out_path: str, keep_snapshots: int = 0, current_parts: set[str] | None = None) -> Collected:
+def collect(out_path: str, keep_snapshots: int = 0, current_parts: set[str] | None = None, older_than: float | None = None) -> Collected:
     """Remove the superseded snapshots of ``out_path`` that no one holds, and the part files no kept
     snapshot nor shard index names; also temporary files of writers that died.
 
     ``current_parts``: the parts the shard indexes name (absolute), when the caller has read them.
+    ``older_than``: only files last changed before this time (see ``tidy``).
     """
     layout = Layout(os.path.abspath(out_path))
     folder, snap_dir, parts_dir = layout.shards_dir, layout.snapshots_dir, layout.parts_dir
@@ -132,7 +133,7 @@ def collect(out_path: str, keep_snapshots: int = 0, current_parts: set[str] | No
         current = None
     snapshots = sorted(glob.glob(os.path.join(glob.escape(snap_dir), "*.h5")), key=_mtime, reverse=True)
     superseded = [s for s in snapshots if current is None or not _same(s, current)]
-    candidates = superseded[keep_snapshots:]
+    candidates = [s for s in superseded[keep_snapshots:] if older_than is None or _mtime(s) < older_than]
     lsof = open_files() if candidates else set()
     for snapshot in candidates:
         try:
@@ -164,11 +165,26 @@ def collect(out_path: str, keep_snapshots: int = 0, current_parts: set[str] | No
         except ImgshardError:
             continue  # not an index (a file of an older imgshard): it names no part
     for part in glob.glob(os.path.join(glob.escape(parts_dir), "*.h5")):
-        if os.path.abspath(part) not in referenced:
+        if os.path.abspath(part) not in referenced and (older_than is None or _mtime(part) < older_than):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)
                 done.parts.append(part)
     return done
+
+
+def tidy(out_path: str, keep_snapshots: int = 0) -> int:
+    """At the end of a run in which no gather ran (a run that found nothing to do): the superseded
+    snapshots that readers held at the last gather and have let go since, with the parts only they map;
+    how many snapshots went. Only files older than the published snapshot are looked at: a newer one
+    would belong to a run working in the same folder right now (a snapshot written but not yet
+    published, a part renamed into place before its index names it)."""
+    try:
+        published = os.stat(out_path).st_mtime
+    except FileNotFoundError:
+        return 0
+    if len(glob.glob(os.path.join(glob.escape(Layout(os.path.abspath(out_path)).snapshots_dir), "*.h5"))) <= 1 + keep_snapshots:
+        return 0  # nothing superseded beyond what is kept: no look at /proc
+    return len(collect(out_path, keep_snapshots, older_than=published).snapshots)
 
 
 def _sources(snapshot: str, dataset_dir: str) -> set[str]:

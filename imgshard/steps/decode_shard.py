@@ -73,6 +73,10 @@ def decode_shard_job(job) -> None:
     write_json(job.stats, shard_stats(shard, sum(e.size for e in entries), result, timings))
     for path, reason in result.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    if result.alpha_dropped:
+        names = ", ".join(result.alpha_dropped[:5]) + (", ..." if len(result.alpha_dropped) > 5 else "")
+        n = len(result.alpha_dropped)
+        print(f"alpha: {n} image{'s' if n != 1 else ''} had an alpha channel, left out (rows are RGB): {names}", file=sys.stderr)
 
 
 class Progress:

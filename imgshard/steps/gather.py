@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import sys
 
-from ..format import CONFIG_ATTR, IMAGE_LIST_ATTR, IMAGES_DIR_ATTR
+import h5py
+
+from ..format import CONFIG_ATTR, IMAGE_LIST_ATTR, IMAGES_DIR_ATTR, PATHS, SHA256
 from ..publish.snapshots import gather_and_publish
 from .stats import write_stats
 
 
 def gather_job(job) -> None:
     pixels = job.params.pixels
+    before = published_listing(job.out)
     done, snapshot, collected = gather_and_publish(
         job.params.shards,
         job.out,
@@ -40,7 +43,29 @@ def gather_job(job) -> None:
         f" {len(collected.held)} old snapshots held by readers kept",
         file=sys.stderr,
     )
-    write_stats(job.params.shard_stats, job.out, job.stats)
+    write_stats(job.params.shard_stats, job.out, job.stats, changes(before, done))
     # The run's summary: in the log, and on the terminal where snakemake shows job output.
     print(summary, file=sys.stderr)
     print(summary + (f" (listed in {job.log} and the dataset's 'skipped' attribute)" if done.skipped else ""))
+
+
+def published_listing(dataset: str) -> dict[str, str] | None:
+    """The dataset published now (before this gather): each image's path and sha256; None when there is none."""
+    try:
+        with h5py.File(dataset, "r") as f:
+            return dict(zip(f[PATHS].asstr()[()], f[SHA256].asstr()[()]))
+    except (FileNotFoundError, OSError, KeyError):
+        return None
+
+
+def changes(before: dict[str, str] | None, done) -> dict:
+    """What the new dataset changes against the one published before it (the run's summary says it)."""
+    old = before or {}
+    now = done.listing
+    return {
+        "published_before": before is not None,
+        "added": sum(1 for p in now if p not in old),
+        "changed": sum(1 for p, sha in now.items() if p in old and old[p] != sha),
+        "removed": sum(1 for p in old if p not in now),
+        "skipped": [p for p, _ in done.skipped],
+    }

@@ -9,8 +9,9 @@ done of the total, images/s and the time left: on a terminal one line
 redrawn in place (cleared before each of Snakemake's own messages), elsewhere
 a line every ten seconds. ``-q`` shows neither.
 
-At the end of every run, ``summary`` says per dataset what its shard jobs did:
-images added, changed and removed, decoded and kept, shards rebuilt.
+At the end of every run, ``summary`` says per dataset what changed against the
+dataset published before the run (images added, changed, removed), what its
+shard jobs did (decoded, kept, shards rebuilt), and names the images left out.
 """
 
 from __future__ import annotations
@@ -139,24 +140,39 @@ def _duration(seconds: float) -> str:
     return f"{seconds} s"
 
 
-def summary(output: str, stats_files: list[str], since: float) -> str:
-    """One line for a dataset: what the shard jobs that ran since ``since`` did, or that none had to."""
-    ran = []
-    for path in stats_files:
+def summary(output: str, dataset_stats: str, stats_files: list[str], since: float) -> str:
+    """One line for a dataset: images added, changed and removed against the dataset published before
+    this run (the gather's ``changes``), what this run's shard jobs decoded and kept, and the images
+    the dataset leaves out, by name; or that no shard had to be rebuilt."""
+    ran = [s for s in map(_since(since), stats_files) if s is not None]
+    gathered = _since(since)(dataset_stats)
+    if not ran and gathered is None:
+        return f"imgshard: {output}: up to date, no shard rebuilt"
+    change = (gathered or {}).get("changes") or {}
+    decoded, kept = sum(s.get("decoded", 0) for s in ran), sum(s.get("reused", 0) for s in ran)
+    # Rows kept when nothing was published yet come from the shards of a run that did not finish.
+    kept_from = " kept from an unfinished run" if kept and change.get("published_before") is False else " kept"
+    names = change.get("skipped", [])
+    skipped = f", {len(names)} skipped ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
+    return (
+        f"imgshard: {output}: {len(ran)} of {len(stats_files)} shards rebuilt: {_images(change.get('added', 0))} added,"
+        f" {change.get('changed', 0)} changed, {change.get('removed', 0)} removed; {decoded} decoded, {kept}{kept_from}{skipped}"
+    )
+
+
+def _since(since: float):
+    """A reader of a stats file written since ``since`` (None for one older, missing or unreadable)."""
+
+    def read(path: str) -> dict | None:
         try:
             if os.stat(path).st_mtime >= since:
                 with open(path) as f:
-                    ran.append(json.load(f))
+                    return json.load(f)
         except (OSError, ValueError):
-            continue
-    if not ran:
-        return f"imgshard: {output}: up to date, no shard rebuilt"
-    total = {key: sum(s.get(key, 0) for s in ran) for key in ("added", "changed", "removed", "decoded", "reused", "skipped")}
-    skipped = f", {total['skipped']} skipped" if total["skipped"] else ""
-    return (
-        f"imgshard: {output}: {len(ran)} of {len(stats_files)} shards rebuilt: {_images(total['added'])} added,"
-        f" {total['changed']} changed, {total['removed']} removed; {total['decoded']} decoded, {total['reused']} kept{skipped}"
-    )
+            pass
+        return None
+
+    return read
 
 
 def _images(n: int) -> str:

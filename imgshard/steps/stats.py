@@ -27,6 +27,7 @@ def shard_stats(shard: int, source_bytes: int, result, timings: dict) -> dict:
         "added": result.added,
         "changed": result.changed,
         "removed": result.removed,
+        "alpha_dropped": len(result.alpha_dropped),  # images whose alpha channel the RGB rows leave out
         "seconds": round(result.seconds, 3),
         "images_per_s": round(len(result.paths) / result.seconds, 2) if result.seconds else 0.0,
         "timings": timings,
@@ -52,8 +53,9 @@ def write_json(path: str, data) -> None:
         raise OSError(e.errno, e.strerror, path) from None  # the one-line error names the file
 
 
-def write_stats(shard_stats_files: list[str], dataset: str, out: str) -> None:
-    """The shards' stats files summed into one: counts, skips by reason, timings, bytes."""
+def write_stats(shard_stats_files: list[str], dataset: str, out: str, changes: dict | None = None) -> None:
+    """The shards' stats files summed into one: counts, skips by reason, timings, bytes; and ``changes``,
+    what this dataset changed against the one published before it."""
     shards = []
     for path in shard_stats_files:
         with open(path) as f:
@@ -69,5 +71,5 @@ def write_stats(shard_stats_files: list[str], dataset: str, out: str) -> None:
         for reason, count in s["skipped_by_reason"].items():
             reasons[reason] = reasons.get(reason, 0) + count
     totals["skipped_by_reason"] = reasons
-    write_json(out, {"dataset": dataset, "totals": totals, "shards": shards})
+    write_json(out, {"dataset": dataset, "totals": totals, "changes": changes or {}, "shards": shards})
     print(f"stats: {totals['images']} images in {len(shards)} shards, {totals['images_per_s']} images/s", file=sys.stderr)

@@ -71,7 +71,7 @@ def _start(snapshot: Snapshot, geometry: Geometry) -> None:
 def _check(images_dir: str, index: int, rel: str, sha256: str) -> tuple[str, str | None]:
     snapshot, geometry = _state["snapshot"], _state["geometry"]
     row = np.empty((geometry.height, geometry.width, 3), np.uint8)
-    digest, _, error = decode_into(os.path.join(images_dir, rel), row, geometry)
+    digest, _, error, _ = decode_into(os.path.join(images_dir, rel), row, geometry)
     if digest != sha256:
         return "changed", rel
     if error:

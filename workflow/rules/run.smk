@@ -5,6 +5,7 @@ import threading
 import time
 
 from imgshard.steps.args import prune_spilled
+from imgshard.publish.snapshots import tidy
 from imgshard.steps.progress import Monitor, summary
 
 RUN_STARTED = time.time()
@@ -41,10 +42,11 @@ def stop_progress():
         monitor.stop()
 
 
-def print_summaries(stats_files):
-    """At the end of every run that built (or found up to date) a dataset: one line for it (a failed
-    run has said what failed; verify and report runs build nothing)."""
-    if quiet() or not workflow.is_main_process or workflow.dryrun or RUN_FAILED:
+def at_exit(datasets):
+    """At the end of every run that built (or found up to date) its datasets: one summary line each (a
+    failed run has said what failed; verify and report runs build nothing), and the snapshots no reader
+    holds any more removed where no gather ran to do it ("Nothing to be done" too)."""
+    if not workflow.is_main_process or workflow.dryrun or RUN_FAILED:
         return
     dag = getattr(workflow, "_dag", None)
     if dag is None:
@@ -54,18 +56,34 @@ def print_summaries(stats_files):
         for job in dag.jobs
         if job.rule.name.endswith("gather")
     }
-    for output, stats in stats_files.items():
-        if output in gathered:
-            print(summary(output, stats, RUN_STARTED), file=sys.stderr)
+    for output, (layout, shard_stats) in datasets.items():
+        if output not in gathered:
+            continue  # not a target of this run
+        if not quiet():
+            print(
+                summary(output, layout.stats, shard_stats, RUN_STARTED), file=sys.stderr
+            )
+        if (
+            not os.path.exists(layout.stats)
+            or os.stat(layout.stats).st_mtime < RUN_STARTED
+        ):
+            # No gather ran to remove what readers let go of since the last one: do it here.
+            released = tidy(layout.output, config["keep_snapshots"])
+            if released and not quiet():
+                print(
+                    f"imgshard: {output}: removed {released} snapshots no reader holds any more",
+                    file=sys.stderr,
+                )
 
 
 # Absolute: Snakemake has gone back to the folder it started in when this runs.
 atexit.register(
-    print_summaries,
+    at_exit,
     {
-        d.output: [
-            os.path.abspath(d.layout.shard_stats(name)) for name in d.shard_names
-        ]
+        d.output: (
+            Layout(os.path.abspath(d.output)),
+            [os.path.abspath(d.layout.shard_stats(name)) for name in d.shard_names],
+        )
         for d in DATASETS.values()
     },
 )
