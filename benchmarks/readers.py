@@ -1,6 +1,6 @@
 """One reader of a built dataset, timed over a shuffled epoch in a process of its own; prints JSON.
 
-    python -m benchmarks.readers READER DATASET [--batch 64] [--workers 2] [--cold] [--sequential]
+    python -m benchmarks.readers READER DATASET [--batch 64] [--workers 2] [--cold] [--shuffle true|false|block]
 
 Every reader first reads one epoch to warm the page cache (and start its
 workers), then is timed over whole epochs until a second has passed:
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 import time
 
 import h5py
@@ -79,10 +80,78 @@ def pread_limit(dataset: str, args) -> callable:
     return epoch
 
 
+def file_read(dataset: str, args) -> callable:
+    """The disk's limit: the rows' bytes of each file read in order, in 8 MiB pieces, by ``--threads`` threads
+    (the same bytes an epoch reads, into one reused buffer per thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgshard.read import Snapshot
+
+    snapshot = Snapshot(dataset)
+    layout, fds = snapshot.layout, snapshot.fds()
+    piece = 8 << 20
+    ranges = []  # (file, first byte, end) of each run of rows stored back to back
+    order = np.lexsort((layout.offset, layout.file_of))
+    for i in order.tolist():
+        f, o = int(layout.file_of[i]), int(layout.offset[i])
+        if ranges and ranges[-1][0] == f and ranges[-1][2] == o:
+            ranges[-1][2] = o + layout.row_bytes
+        else:
+            ranges.append([f, o, o + layout.row_bytes])
+    pieces = [(f, o, min(piece, end - o)) for f, start, end in ranges for o in range(start, end, piece)]
+    local = threading.local()
+
+    def read(p):
+        if not hasattr(local, "buf"):
+            local.buf = memoryview(bytearray(piece))  # one buffer per thread, reused
+        f, o, size = p
+        return os.preadv(fds[f], (local.buf[:size],), o)
+
+    pool = ThreadPoolExecutor(args.threads)
+
+    def epoch(e: int) -> int:
+        list(pool.map(read, pieces, chunksize=4))
+        return len(snapshot)
+
+    return epoch
+
+
+def block_read(dataset: str, args) -> callable:
+    """The disk's limit for the block order: the blocks of ``--block-bytes`` read whole, in the order an epoch
+    first needs them, by ``--threads`` threads (the Loader also reads each row out of the page cache)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgshard import Loader
+
+    ld = Loader(dataset, batch_size=args.batch, shuffle="block", seed=SEED, block_bytes=args.block_bytes)
+    layout, fds, ahead = ld.snapshot.layout, ld.snapshot.fds(), ld._blocks
+    local = threading.local()
+
+    def read(block):
+        first, size = int(ahead.starts[block]), int(ahead.counts[block]) * layout.row_bytes
+        if not hasattr(local, "buf"):
+            local.buf = memoryview(bytearray(args.block_bytes + layout.row_bytes))
+        return os.preadv(fds[int(layout.file_of[first])], (local.buf[:size],), int(layout.offset[first]))
+
+    pool = ThreadPoolExecutor(args.threads)
+
+    def epoch(e: int) -> int:
+        ld.set_epoch(e)
+        ahead.plan(ld._batches(), 0)
+        list(pool.map(read, ahead._order))
+        return len(ld.snapshot)
+
+    return epoch
+
+
+def _shuffle(args):
+    return {"true": True, "false": False, "block": "block"}[args.shuffle]
+
+
 def loader(dataset: str, args) -> callable:
     from imgshard import Loader
 
-    ld = Loader(dataset, batch_size=args.batch, shuffle=not args.sequential, seed=SEED)
+    ld = Loader(dataset, batch_size=args.batch, shuffle=False if args.sequential else _shuffle(args), seed=SEED, block_bytes=args.block_bytes)
 
     def epoch(e: int) -> int:
         ld.set_epoch(e)
@@ -116,17 +185,21 @@ def _torch_epochs(loader) -> callable:
 
 
 def dataloader(dataset: str, args) -> callable:
-    """H5ImageDataset in torch's DataLoader: batches read at once in each worker (``collate``)."""
+    """H5ImageDataset in torch's DataLoader: batches read at once in each worker (``collate``);
+    ``--shuffle block``: in block order (imgshard.BlockSampler)."""
     import torch
 
-    from imgshard import H5ImageDataset, collate
+    from imgshard import BlockSampler, H5ImageDataset, collate
 
     ds = H5ImageDataset(dataset)
+    order = _shuffle(args)
+    sampler = BlockSampler(ds, args.batch, seed=SEED, block_bytes=args.block_bytes) if order == "block" else None
     return _torch_epochs(
         torch.utils.data.DataLoader(
-            ds, batch_size=args.batch, shuffle=True, num_workers=args.workers, persistent_workers=True, collate_fn=collate
+            ds, batch_size=args.batch, shuffle=order is True, sampler=sampler, num_workers=args.workers,
+            persistent_workers=True, collate_fn=collate,
         )
-    )
+    )  # fmt: skip
 
 
 def dataloader_default_collate(dataset: str, args) -> callable:
@@ -178,6 +251,8 @@ READERS = {
     "pread_limit": pread_limit,
     "loader": loader,
     "batches": batches,
+    "file_read": file_read,
+    "block_read": block_read,
     "dataloader": dataloader,
     "dataloader_default_collate": dataloader_default_collate,
     "jpeg_folder": jpeg_folder,
@@ -196,6 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--size", default="224,224", help="jpeg_folder: the size to resize to")
     p.add_argument("--cold", action="store_true", help="drop the dataset's files from the page cache before the timed epoch")
     p.add_argument("--sequential", action="store_true", help="loader: rows in order, not shuffled")
+    p.add_argument("--shuffle", default="true", choices=["true", "false", "block"], help="loader, dataloader: the epoch's order")
+    p.add_argument("--block-bytes", type=int, default=4 << 20, help="shuffle block: bytes a block")
+    p.add_argument("--threads", type=int, default=1, help="file_read: threads reading")
     args = p.parse_args(argv)
     epoch = READERS[args.reader](args.dataset, args)
     for e in range(args.warm):  # page cache, workers started

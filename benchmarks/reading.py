@@ -5,8 +5,10 @@ Two sets, as a training job reads them: 4,096 JPEGs of 300x400 resized to
 a row), each built with both gather modes. Every reader runs in a process of
 its own (benchmarks/readers.py), page cache warm, batch 64, 2 workers where it
 has workers; rounds rotate the order and the table takes medians. Also: a
-compressed dataset, a cold page cache (shuffled against sequential), and the
-time a reader takes to open a dataset of a million rows.
+compressed dataset, each set bigger than memory (its file dropped from the page
+cache before each epoch: in order, shuffled, in block order, against the file
+read in order, and how well mixed the batches are), and the time a reader
+takes to open a dataset of a million rows.
 
 Called by bench.main, or alone: python -m benchmarks.reading [--rounds 3].
 """
@@ -118,17 +120,55 @@ def compressed(data: Path, images: Path, cores: int, rounds: int) -> dict:
     return out
 
 
-def cold(data: Path, rounds: int, name: str) -> dict:
-    """One epoch with the page cache dropped: shuffled rows against the same rows in order (the copy of set ``name``)."""
+def bigger_than_memory(data: Path, rounds: int, name: str) -> dict:
+    """One epoch each with the dataset's files dropped from the page cache (the copy of set ``name``): the
+    file read in order (the disk's limit), the Loader in stored order, shuffled, in block order; the
+    DataLoader shuffled and with BlockSampler; how well mixed the batches are; and both orders warm."""
     path = data / f"read-{name}-copy/results/dataset.h5"
-    rates = {}
-    for label, extra in (("shuffled", ()), ("sequential", ("--sequential",))):
-        rates[label] = round(statistics.median(reader("loader", path, "--cold", *extra) for _ in range(rounds)), 1)
+    units = [(f"file_read_{t}", "file_read", ("--threads", str(t))) for t in (1, 2, 4)]
+    units += [
+        ("loader_in_order", "loader", ("--shuffle", "false")),
+        ("loader_shuffled", "loader", ("--shuffle", "true")),
+        ("block_read_4", "block_read", ("--threads", "4")),
+        ("loader_block_1mib", "loader", ("--shuffle", "block", "--block-bytes", str(1 << 20))),
+        ("loader_block_4mib", "loader", ("--shuffle", "block", "--block-bytes", str(4 << 20))),
+        ("dataloader_shuffled", "dataloader", ("--shuffle", "true")),
+        ("dataloader_block", "dataloader", ("--shuffle", "block")),
+    ]
+    runs: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for label, kind, extra in units[r % len(units) :] + units[: r % len(units)]:
+            runs.setdefault(label, []).append(reader(kind, path, "--cold", *extra))
+        for label, order in (("warm_shuffled", "true"), ("warm_block", "block")):
+            runs.setdefault(label, []).append(reader("loader", path, "--shuffle", order))
+    rates = {label: round(statistics.median(v), 1) for label, v in runs.items()}
+    sequential = max(rates[k] for k in ("file_read_1", "file_read_2", "file_read_4", "loader_in_order"))
     with h5py.File(path) as f:
-        row_mb = int(np.prod(f["images"].shape[1:])) / 1e6
-    out = {"set": name, "images_per_s": rates, "mb_per_s": {k: round(v * row_mb, 1) for k, v in rates.items()}}
-    out["shuffled_over_sequential"] = round(rates["shuffled"] / rates["sequential"], 2)
-    say(f"cold page cache: {out}")
+        rows, row_mb = f["images"].shape[0], int(np.prod(f["images"].shape[1:])) / 1e6
+    out = {"set": name, "rows": rows, "row_mb": round(row_mb, 3), "images_per_s": rates, "sequential_limit": sequential}
+    out["share_of_sequential"] = {k: round(v / sequential, 2) for k, v in rates.items() if not k.startswith("warm")}
+    out["warm_block_over_shuffled"] = round(rates["warm_block"] / rates["warm_shuffled"], 2)
+    out["mixing"] = mixing(path)
+    say(f"bigger than memory, {name}: {out}")
+    return out
+
+
+def mixing(path: Path, batch: int = 64) -> dict:
+    """Mean distinct labels and distinct 64-row runs of the stored order in a batch of ``batch``, over one
+    epoch, for the full shuffle and the block order, on the rows of ``path`` labelled as an ImageFolder
+    set is stored: classes of 128 rows, each one contiguous run."""
+    from imgshard import Loader
+
+    out = {}
+    for label, order in (("shuffled", True), ("block", "block")):
+        with Loader(path, batch_size=batch, shuffle=order, seed=0) as loader:
+            batches = [b for b in loader._batches() if len(b) == batch]
+        out[label] = {
+            "labels": round(float(np.mean([len(set((b // 128).tolist())) for b in batches])), 2),
+            "runs": round(float(np.mean([len(set((b // 64).tolist())) for b in batches])), 2),
+        }
+    out["labels_ratio"] = round(out["block"]["labels"] / out["shuffled"]["labels"], 2)
+    out["runs_ratio"] = round(out["block"]["runs"] / out["shuffled"]["runs"], 2)
     return out
 
 
@@ -180,6 +220,14 @@ def targets(r: dict) -> list[tuple]:
         for mode in ("copy", "virtual"):
             v = share[f"dataloader/{mode}"]
             out.append((f"reading {s['set']}: DataLoader(H5ImageDataset), 2 workers ({mode}) at least 0.15x the limit", ">= 0.15", v, v >= 0.15))
+    for k in r.get("bigger_than_memory", []):
+        v = k["share_of_sequential"]["loader_block_4mib"]
+        out.append((f"bigger than memory, {k['set']}: Loader(shuffle=\"block\") at least 0.9x the sequential read", ">= 0.9", v, v >= 0.9))
+        v = k["warm_block_over_shuffled"]
+        out.append((f"bigger than memory, {k['set']}: block order warm at least 0.9x shuffle=True", ">= 0.9", v, v >= 0.9))
+        m = k["mixing"]
+        out.append((f"{k['set']}: block order's distinct labels a batch at least 0.95x the full shuffle's", ">= 0.95", m["labels_ratio"], m["labels_ratio"] >= 0.95))
+        out.append((f"{k['set']}: block order's distinct 64-row runs a batch at least 0.75x the full shuffle's", ">= 0.75", m["runs_ratio"], m["runs_ratio"] >= 0.75))
     if r.get("open"):
         o = r["open"]
         worst = max(o[f"open_loader_{m}_s"] for m in ("virtual", "copy"))
@@ -198,7 +246,7 @@ def run(
     sets = [("x".join(map(str, SMALL)), small, SMALL)] + ([("x".join(map(str, CLOUDS)), clouds, CLOUDS)] if clouds_set else [])
     out = {"sets": [one_set(data, name, images, size, cores, rounds) for name, images, size in sets]}
     out["compressed"] = compressed(data, small, cores, rounds)
-    out["cold"] = cold(data, rounds, sets[-1][0])
+    out["bigger_than_memory"] = [bigger_than_memory(data, rounds, name) for name, _, _ in sets]
     if open_rows:
         out["open"] = million(data, open_rows, min(open_parts, open_rows))
     for name, _, _ in sets:
@@ -208,6 +256,19 @@ def run(
         (data / f"read-{name}-limit.h5").unlink(missing_ok=True)
     return out
 
+
+BIGGER_LABELS = {
+    "file_read_1": "the file read in order, 8 MiB pieces, 1 thread",
+    "file_read_2": "the same, 2 threads",
+    "file_read_4": "the same, 4 threads",
+    "loader_in_order": "`Loader(shuffle=False)`",
+    "loader_shuffled": "`Loader(shuffle=True)`",
+    "block_read_4": "the block order's own limit: its 4 MiB blocks read whole, in its order, 4 threads",
+    "loader_block_1mib": "`Loader(shuffle=\"block\", block_bytes=1 MiB)`",
+    "loader_block_4mib": "`Loader(shuffle=\"block\")` (4 MiB blocks, the default)",
+    "dataloader_shuffled": "`DataLoader(H5ImageDataset, shuffle=True)`, 2 workers",
+    "dataloader_block": "`DataLoader(H5ImageDataset, sampler=BlockSampler)`, 2 workers",
+}
 
 LABELS = {
     "limit": "limit: `read_direct_chunk` of each row's chunk, one process",
@@ -241,10 +302,16 @@ def markdown(r: dict) -> list[str]:
     if c:
         lines += ["", "The Loader on the 224x224 set by compression (copy): "
                   + ", ".join(f"{k} {v:,.0f} images/s ({c['share_of_uncompressed'][k]:.2f}x, {c['bytes'][k] / 1e6:,.0f} MB)" for k, v in c["images_per_s"].items()) + "."]
-    k = r.get("cold")
-    if k:
-        lines += ["", f"Page cache dropped (`posix_fadvise(DONTNEED)`), one epoch of the {k['set']} set (copy) through the Loader: shuffled {k['images_per_s']['shuffled']:,.0f}"
-                  f" images/s ({k['mb_per_s']['shuffled']} MB/s), in order {k['images_per_s']['sequential']:,.0f} ({k['mb_per_s']['sequential']} MB/s): {k['shuffled_over_sequential']}x."]
+    for k in r.get("bigger_than_memory", []):
+        rate, share, m = k["images_per_s"], k["share_of_sequential"], k["mixing"]
+        lines += ["", f"Bigger than memory: one epoch of the {k['set']} set (copy, {k['rows']:,} rows of {k['row_mb']} MB) with its file dropped from the page cache"
+                  " (`posix_fadvise(DONTNEED)`) before each; images/s (share of the sequential limit, the best of the first four lines):", ""]
+        lines += ["| reader | images/s | share |", "|---|---:|---:|"]
+        for key, label in BIGGER_LABELS.items():
+            lines.append(f"| {label} | {rate[key]:,.0f} | {share[key]:.2f}x |")
+        lines += ["", f"Page cache warm: block order {rate['warm_block']:,.0f} images/s, full shuffle {rate['warm_shuffled']:,.0f} ({k['warm_block_over_shuffled']}x)."
+                  f" Mixing, batches of 64 over classes of 128 contiguous rows (an ImageFolder set as stored): distinct labels a batch {m['block']['labels']} in block order,"
+                  f" {m['shuffled']['labels']} shuffled ({m['labels_ratio']}x); distinct 64-row runs {m['block']['runs']} and {m['shuffled']['runs']} ({m['runs_ratio']}x)."]
     o = r.get("open")
     if o:
         lines += ["", f"Opening {o['rows']:,} rows (virtual over {o['parts']} part files / copy), seconds in a new process: Loader {o['open_loader_virtual_s']} / {o['open_loader_copy_s']},"

@@ -3,6 +3,6 @@
 __version__ = "0.3.0"
 
 from .errors import ImgshardError  # noqa: E402
-from .read import H5ImageDataset, Loader, batches, collate  # noqa: E402
+from .read import BlockSampler, H5ImageDataset, Loader, batches, collate  # noqa: E402
 
-__all__ = ["H5ImageDataset", "ImgshardError", "Loader", "__version__", "batches", "collate"]
+__all__ = ["BlockSampler", "H5ImageDataset", "ImgshardError", "Loader", "__version__", "batches", "collate"]

@@ -14,7 +14,8 @@ it, the first one written before any row is read: the test waits on it.
 
 KIND: ``h5py-hold`` (plain h5py, one open file throughout), ``dataset``
 (H5ImageDataset and `imgshard info`, opened again for every pass), ``loader``
-(one Loader, refreshed between epochs), ``batches`` (a new batches() each pass).
+(one Loader, refreshed between epochs; ``loader-block`` the same in block order),
+``batches`` (a new batches() each pass).
 """
 
 from __future__ import annotations
@@ -134,10 +135,11 @@ def dataset_reopened(dataset: str, check: Check, stop: str) -> None:
         pause()
 
 
-def loader_refreshed(dataset: str, check: Check, stop: str) -> None:
+def loader_refreshed(dataset: str, check: Check, stop: str, shuffle=True) -> None:
     from imgshard import Loader
 
-    with Loader(dataset, batch_size=7, seed=0, threads=2) as loader:
+    # Blocks of 5 rows in block order: 40 rows make 8 of them, and the reads go block by block.
+    with Loader(dataset, batch_size=7, seed=0, threads=2, shuffle=shuffle, block_bytes=5 * 120 * 160 * 3) as loader:
         epoch = 0
         while not os.path.exists(stop):
             loader.refresh()
@@ -155,9 +157,7 @@ def loader_refreshed(dataset: str, check: Check, stop: str) -> None:
 
 
 def _epoch_rows(loader) -> list[int]:
-    from imgshard.read.sampler import epoch_order
-
-    return epoch_order(len(loader.snapshot), True, loader.seed, loader.epoch).tolist()
+    return loader._order.part(loader.seed, loader.epoch, loader.rank, loader.world_size, loader.drop_last).tolist()
 
 
 def batches_each_pass(dataset: str, check: Check, stop: str) -> None:
@@ -174,7 +174,13 @@ def batches_each_pass(dataset: str, check: Check, stop: str) -> None:
         pause()
 
 
-KINDS = {"h5py-hold": h5py_hold, "dataset": dataset_reopened, "loader": loader_refreshed, "batches": batches_each_pass}
+KINDS = {
+    "h5py-hold": h5py_hold,
+    "dataset": dataset_reopened,
+    "loader": loader_refreshed,
+    "loader-block": lambda dataset, check, stop: loader_refreshed(dataset, check, stop, shuffle="block"),
+    "batches": batches_each_pass,
+}
 
 
 def main(kind: str, dataset: str, truth: str, stop: str, out: str) -> None:

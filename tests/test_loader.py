@@ -279,3 +279,152 @@ def test_batches_gives_masks_and_labels_aligned_with_their_images(tmp_path):
                 check(which[fingerprint(image)], target)
                 seen += 1
         assert seen == 6
+
+
+# --- shuffle="block": the order for datasets bigger than memory ---
+
+
+def test_block_order_visits_every_row_once_per_epoch_reproducibly(dataset):
+    path, which, labels = dataset
+    # Blocks of 3 rows (block_bytes a little over 3 rows of 48x64x3): 23 rows in 8 blocks over the 3 shards' parts.
+    with Loader(path, batch_size=4, shuffle="block", seed=5, block_bytes=3 * 48 * 64 * 3 + 10) as loader:
+        assert len(loader) == 6
+        epochs = []
+        for epoch in range(3):
+            loader.set_epoch(epoch)
+            flat = [i for b in rows_of(loader, which, labels) for i in b]
+            assert sorted(flat) == list(range(N))
+            epochs.append(flat)
+        assert len({tuple(e) for e in epochs}) == 3
+    with Loader(path, batch_size=4, shuffle="block", seed=5, block_bytes=3 * 48 * 64 * 3 + 10) as again:
+        again.set_epoch(1)
+        assert [i for b in rows_of(again, which, labels) for i in b] == epochs[1]
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_block_order_ranks_are_disjoint_cover_the_epoch_and_take_as_many_batches(dataset, drop_last):
+    path, which, labels = dataset
+    for world in (2, 4):
+        parts = []
+        for rank in range(world):
+            with Loader(path, batch_size=2, shuffle="block", seed=3, rank=rank, world_size=world, drop_last=drop_last, block_bytes=20000) as loader:
+                loader.set_epoch(2)
+                parts.append([i for b in rows_of(loader, which, labels) for i in b])
+                assert len(loader) == len(rows_of(loader, which, labels))
+        assert len({len(p) for p in parts}) == 1  # as many rows, so as many batches, on every rank
+        flat = [i for p in parts for i in p]
+        if drop_last:  # each rank's share cut to N // world rows, then its short last batch dropped
+            assert len(set(flat)) == len(flat) and len(parts[0]) == (N // world) // 2 * 2
+        else:  # padded with the epoch's own first rows, as DistributedSampler pads
+            assert set(flat) == set(range(N)) and len(flat) == -(-N // world) * world
+
+
+def test_block_order_resumes_in_a_new_process_with_the_batches_not_taken(dataset):
+    path, which, labels = dataset
+    with Loader(path, batch_size=4, shuffle="block", seed=11, block_bytes=30000) as loader:
+        loader.set_epoch(1)
+        whole = rows_of(loader, which, labels)
+        loader.set_epoch(1)
+        it = iter(loader)
+        taken = [[which[fingerprint(x)] for x in next(it)[0]] for _ in range(2)]
+        state = loader.state_dict()
+        it.close()
+    assert taken == whole[:2] and state["shuffle"] == "block"
+    code = f"""
+import hashlib, json, sys
+from imgshard import Loader
+loader = Loader({str(path)!r}, batch_size=4, shuffle="block", seed=11, block_bytes=30000)
+loader.load_state_dict(json.loads(sys.argv[1]))
+for images, targets in loader:
+    print(json.dumps([[hashlib.sha1(x.tobytes()).hexdigest() for x in images], targets.tolist()]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(state)], capture_output=True, text=True, cwd=REPO, check=True)
+    by_digest = {hashlib.sha1(k).hexdigest(): i for k, i in which.items()}
+    rest = []
+    for line in proc.stdout.splitlines():
+        digests, targets = json.loads(line)
+        batch = [by_digest[d] for d in digests]
+        assert targets == [labels[i] for i in batch]
+        rest.append(batch)
+    assert rest == whole[2:]
+
+
+@pytest.mark.parametrize("compression", ["none", "lzf"])
+def test_block_order_reads_masks_and_compressed_rows_exactly(tmp_path, compression):
+    from tests.images import random_masks, write_clouds_csv
+
+    images = tmp_path / "images"
+    rels = make_images(images, 11)
+    truth = {rel: random_masks(i) for i, rel in enumerate(rels)}
+    write_clouds_csv(tmp_path / "train.csv", truth)
+    path = build_with_package(tmp_path, images, [rels[:6], rels[6:]], labels=read_labels(str(tmp_path / "train.csv")), compression=compression)
+    which = {fingerprint(reference_pixels(images, r)): r for r in rels}
+    seen = []
+    with Loader(path, batch_size=3, shuffle="block", seed=1, block_bytes=20000) as loader:
+        for batch, masks in loader:
+            for image, mask in zip(batch, masks):
+                rel = which[fingerprint(image)]
+                np.testing.assert_array_equal(mask, truth[rel])
+                seen.append(rel)
+    assert sorted(seen) == sorted(rels)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_block_sampler_gives_a_dataloader_the_loaders_batches(dataset, start_method):
+    import torch
+
+    from imgshard import BlockSampler, H5ImageDataset, collate
+
+    path, which, labels = dataset
+    ds = H5ImageDataset(path)
+    for rank in range(2):
+        sampler = BlockSampler(ds, batch_size=4, seed=9, rank=rank, world_size=2, block_bytes=30000)
+        sampler.set_epoch(3)
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2, multiprocessing_context=start_method, collate_fn=collate)
+        got = [[which[fingerprint(x.numpy())] for x in images] for images, _ in loader]
+        with Loader(path, batch_size=4, shuffle="block", seed=9, rank=rank, world_size=2, block_bytes=30000) as reference:
+            reference.set_epoch(3)
+            assert got == rows_of(reference, which, labels)
+        assert len(sampler) == sum(len(b) for b in got)
+    ds.close()
+
+
+def test_block_order_after_a_refresh_reads_the_new_rows(tmp_path):
+    images = tmp_path / "images"
+    rels = make_images(images, 6)
+    path = build_with_package(tmp_path, images, [rels])
+    with Loader(path, batch_size=4, shuffle="block", block_bytes=20000) as loader:
+        write_image(images / "zzz.jpg", seed=42)
+        build_with_package(tmp_path, images, [rels + ["zzz.jpg"]])
+        assert sum(len(b) for b, _ in loader) == 6
+        assert loader.refresh()
+        got = sorted(x.tobytes() for b, _ in loader for x in b)
+    assert got == sorted(reference_pixels(images, r).tobytes() for r in rels + ["zzz.jpg"])
+
+
+def test_shuffle_takes_true_false_or_block(dataset):
+    path, _, _ = dataset
+    with pytest.raises(ValueError, match="shuffle must be True, False or 'block', not 'blocks'"):
+        Loader(path, batch_size=2, shuffle="blocks")
+
+
+@pytest.mark.parametrize("n, per_block, batch, world", [(0, 4, 8, 1), (1, 4, 8, 2), (1000, 7, 16, 1), (1003, 27, 64, 3), (50, 50, 8, 4)])
+def test_block_order_takes_each_row_once_and_a_block_at_most_once_a_batch(n, per_block, batch, world):
+    """The order itself, over blocks as a layout gives them: every row once (padding as DistributedSampler
+    pads), and no batch takes two rows of one block while the active set has other blocks to give."""
+    from imgshard.read.order import Blocks
+
+    blocks = [(s, min(per_block, n - s)) for s in range(0, n, per_block)]
+    order = Blocks(blocks, batch)
+    parts = [order.part(seed=4, epoch=1, rank=r, world_size=world, drop_last=False) for r in range(world)]
+    assert len({len(p) for p in parts}) == 1 and sum(len(p) for p in parts) == -(-n // world) * world if n else True
+    assert set(np.concatenate(parts).tolist()) == set(range(n))
+    assert np.array_equal(parts[0], order.part(seed=4, epoch=1, rank=0, world_size=world, drop_last=False))  # reproducible
+    for part in parts:
+        block_of = order.block_of[part]
+        for k in range(0, len(part) - batch + 1, batch):
+            in_batch = block_of[k : k + batch]
+            # The last batches of an epoch may share blocks: only those once fewer than ``batch`` blocks are left.
+            left = len(set(block_of[k:].tolist()))
+            if left >= 2 * batch:
+                assert len(set(in_batch.tolist())) == batch, k

@@ -124,7 +124,7 @@ def test_readers_see_their_snapshot_through_every_kind_of_rerun(tmp_path, gather
     (images / "broken.jpg").unlink()
     run(shards=3)  # every image moves to another shard
     last = current_snapshot(dataset)
-    readers.wait_until_each_has_read(last, kinds=["dataset", "loader", "batches"])  # the ones that reopen
+    readers.wait_until_each_has_read(last, kinds=["dataset", "loader", "loader-block", "batches"])  # the ones that reopen
     results = readers.finish()
 
     for kind, result in results.items():
@@ -134,7 +134,7 @@ def test_readers_see_their_snapshot_through_every_kind_of_rerun(tmp_path, gather
         assert result["snapshots"][0] == first, kind
     # The plain h5py reader held the first snapshot throughout: it stayed in its folder, and read whole.
     assert results["h5py-hold"]["snapshots"] == [first] and results["h5py-hold"]["held_gone"] == 0
-    for kind in ("dataset", "loader", "batches"):  # they moved on, through snapshots in publishing order
+    for kind in ("dataset", "loader", "loader-block", "batches"):  # they moved on, through snapshots in publishing order
         assert len(results[kind]["snapshots"]) >= 2 and results[kind]["snapshots"][-1] == last, kind
     with h5py.File(dataset) as f:
         assert len(f["paths"]) == 40 and f["images"].shape[1:3] == SIZE

@@ -12,6 +12,10 @@ open (read/snapshot.py): the kernel copies while the GIL is released. A
 batch stays valid while the caller takes the next one (``HOLD`` batches in
 all): copy it to keep it longer. The loader reads the snapshot it opened for
 as long as it lives; ``refresh()`` between epochs moves it to a newer one.
+
+``shuffle`` picks the epoch's order (order.py): False the stored order, True a
+full permutation, ``"block"`` the order for datasets bigger than memory, read
+by whole blocks of ``block_bytes`` (blocks.py).
 """
 
 from __future__ import annotations
@@ -25,10 +29,16 @@ import numpy as np
 from ..errors import ImgshardError
 from ..format import LABELS, MASKS
 from . import sampler
+from .blocks import ReadAhead
+from .order import Blocks, Random, Sequential, blocks_of
 from .snapshot import Snapshot
 
 # Batches the caller may hold at once: the one it was given and the one before.
 HOLD = 2
+# shuffle="block": a block is one read of the disk, asked for this many batches before it is needed
+# (docs/design.md has the measurements behind both).
+BLOCK_BYTES = 4 << 20
+AHEAD_BATCHES = 16
 
 
 class Loader:
@@ -38,21 +48,27 @@ class Loader:
     ``threads + HOLD`` batches. Each epoch visits every row once (with
     ``world_size`` > 1: padded as DistributedSampler pads, or cut with
     ``drop_last``). ``state_dict()`` counts the batches the caller has taken,
-    not those read ahead.
+    not those read ahead. ``shuffle="block"``: rows drawn from an active set of
+    ``2 x batch_size`` blocks of ``block_bytes``, each block asked of the kernel
+    whole ``AHEAD_BATCHES`` batches before it is needed (blocks.py).
     """
 
     def __init__(
         self,
         path: str | os.PathLike,
         batch_size: int,
-        shuffle: bool = True,
+        shuffle: bool | str = True,
         seed: int = 0,
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
         threads: int | None = None,
+        block_bytes: int = BLOCK_BYTES,
     ):
         sampler.check(batch_size, rank, world_size)
+        if shuffle not in (True, False, "block"):
+            raise ValueError(f"shuffle must be True, False or 'block', not {shuffle!r}")
+        self.block_bytes = block_bytes
         self.path = os.fspath(path)
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size = rank, world_size
@@ -66,6 +82,13 @@ class Loader:
 
     def _open(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
+        self._blocks = None
+        if self.shuffle == "block":
+            blocks = blocks_of(snapshot.layout, self.block_bytes)
+            self._order = Blocks(blocks, self.batch_size)
+            self._blocks = ReadAhead(snapshot, blocks, AHEAD_BATCHES)
+        else:
+            self._order = Random(len(snapshot)) if self.shuffle else Sequential(len(snapshot))
         ring = self.threads + HOLD
         b = self.batch_size
         self._images = [np.empty((b, *snapshot.shape[1:]), snapshot.dtype) for _ in range(ring)]
@@ -100,14 +123,15 @@ class Loader:
             self.epoch, self._position, self._finished = epoch, 0, False
 
     def _batches(self) -> list[np.ndarray]:
-        order = sampler.epoch_order(len(self.snapshot), self.shuffle, self.seed, self.epoch)
-        part = sampler.rank_part(order, self.rank, self.world_size, self.drop_last)
+        part = self._order.part(self.seed, self.epoch, self.rank, self.world_size, self.drop_last)
         count = sampler.batch_count(len(part), self.batch_size, self.drop_last)
         return [part[k * self.batch_size : (k + 1) * self.batch_size] for k in range(count)]
 
     # --- reading ---------------------------------------------------------------------
 
-    def _read(self, rows: np.ndarray, slot: int) -> None:
+    def _read(self, j: int, rows: np.ndarray, slot: int) -> None:
+        if self._blocks is not None:
+            self._blocks.before_batch(j)
         rows = rows.tolist()
         self.snapshot.read_images(rows, self._views[slot], self._images[slot])
         if self.snapshot.target == MASKS:
@@ -123,16 +147,18 @@ class Loader:
             self._position, self._finished = 0, False
         start = self._position
         ring = len(self._images)
+        if self._blocks is not None:
+            self._blocks.plan(batches, start)
         self._iterating = True
         pending: deque = deque()
         try:
             for j in range(start, min(start + self.threads, len(batches))):
-                pending.append(self._pool.submit(self._read, batches[j], j % ring))
+                pending.append(self._pool.submit(self._read, j, batches[j], j % ring))
             for j in range(start, len(batches)):
                 pending.popleft().result()
                 ahead = j + self.threads
                 if ahead < len(batches):  # into the slot neither this batch nor the one before uses
-                    pending.append(self._pool.submit(self._read, batches[ahead], ahead % ring))
+                    pending.append(self._pool.submit(self._read, ahead, batches[ahead], ahead % ring))
                 m = len(batches[j])
                 self._position = j + 1
                 targets = self._targets[j % ring][:m] if self._targets is not None else None
@@ -179,14 +205,18 @@ class Loader:
             raise RuntimeError("refresh() between epochs, not while iterating")
         if self.snapshot.is_current():
             return False
-        old = self.snapshot
+        old, old_blocks = self.snapshot, self._blocks
         self._open(Snapshot(self.path))
+        if old_blocks is not None:
+            old_blocks.close()
         old.close()
         self._position, self._finished = 0, False
         return True
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self._blocks is not None:
+            self._blocks.close()
         self.snapshot.close()
 
     def __enter__(self):
