@@ -1,21 +1,27 @@
 """Train a tiny segmentation CNN for a few steps on an imgshard dataset with masks (the demo's, by default).
 
-    python examples/train_clouds.py results/train.h5 --steps 20
+    python examples/train_clouds.py results/train.h5 --steps 20 --checkpoint ckpt.pt
     torchrun --nproc-per-node 2 examples/train_clouds.py results/train.h5   # the same under DDP, on the CPU
 
 It shows what a training script needs from imgshard: a Loader (its part of
 each shuffled epoch under DDP, a new permutation per epoch), its state in a
 checkpoint to resume mid-epoch, and refresh() between epochs to pick up a
-newer dataset that a rerun published meanwhile. torch is an optional extra:
-imgshard itself never imports it.
+newer dataset that a rerun published meanwhile. With --checkpoint it saves
+every --save-every steps and when SIGTERM arrives (a preempted cluster job),
+and a run started again continues from the step after the last one saved,
+with the batches not yet taken. Each step prints the images/s it trains at.
+torch is an optional extra (`make torch`): imgshard itself never imports it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -35,13 +41,21 @@ def to_tensors(images, masks, step: int):
     return x, y
 
 
+def save(path: str, **state) -> None:
+    """Write the checkpoint whole, then rename it: a kill while saving leaves the previous one."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", nargs="?", default="results/train.h5")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=20, help="train until this step (counted across resumes)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--downsample", type=int, default=8)
-    parser.add_argument("--checkpoint", help="save the model and the loader's state here at the end; resume from it if it exists")
+    parser.add_argument("--checkpoint", help="save the model, optimizer, loader and step here; resume from it if it exists")
+    parser.add_argument("--save-every", type=int, default=10, help="steps between checkpoints (and one at the end, and on SIGTERM)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     # Under torchrun each process is a rank: the Loader gives it its own part of every epoch.
@@ -59,32 +73,51 @@ def main(argv: list[str] | None = None) -> float:
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    step = 0
     if args.checkpoint and os.path.exists(args.checkpoint):
         saved = torch.load(args.checkpoint)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         loader.load_state_dict(saved["loader"])  # the batches of its epoch not yet taken come next
+        step = saved["step"]
+        if rank == 0:
+            print(f"resumed from {args.checkpoint} after step {step}, epoch {loader.epoch}", flush=True)
+
+    def checkpoint() -> None:
+        if args.checkpoint and rank == 0:
+            save(args.checkpoint, model=model.state_dict(), optimizer=optimizer.state_dict(), loader=loader.state_dict(), step=step)
+
+    # A preempted job gets SIGTERM, then some seconds: finish the step, save, stop.
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     loss_fn = nn.BCEWithLogitsLoss()
-    loss, step, epoch = math.nan, 0, loader.epoch
-    while step < args.steps:
+    loss, epoch = math.nan, loader.epoch
+    started, images = time.perf_counter(), 0
+    while step < args.steps and not stopping:
         loader.set_epoch(epoch)  # every rank draws the same permutation
-        for images, masks in loader:
-            x, y = to_tensors(images, masks, args.downsample)
+        for batch, masks in loader:
+            x, y = to_tensors(batch, masks, args.downsample)
             optimizer.zero_grad()
             loss_value = loss_fn(model(x), y)
             loss_value.backward()
             optimizer.step()
-            loss, step = loss_value.item(), step + 1
+            loss, step, images = loss_value.item(), step + 1, images + len(batch)
             if rank == 0:
-                print(f"step {step}: loss {loss:.4f} (batch {tuple(x.shape)}, classes {', '.join(loader.classes)})")
-            if step == args.steps:
+                rate = images / (time.perf_counter() - started)
+                digest = hashlib.sha1(batch.tobytes()).hexdigest()[:8]
+                print(f"step {step}: loss {loss:.4f}, {rate:.0f} images/s (batch {tuple(x.shape)} {digest}, classes {', '.join(loader.classes)})", flush=True)
+            if step % args.save_every == 0:
+                checkpoint()
+            if step == args.steps or stopping:
                 break
         else:
             epoch += 1
             if world == 1:  # under DDP every rank must move at the same epoch: see the README
                 loader.refresh()  # a rerun published a newer dataset meanwhile: the next epoch reads it
-    if args.checkpoint and rank == 0:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "loader": loader.state_dict()}, args.checkpoint)
+    checkpoint()
+    if stopping and rank == 0:
+        saved = f"; checkpoint saved to {args.checkpoint}" if args.checkpoint else ""
+        print(f"stopped by SIGTERM after step {step}{saved}", flush=True)
     loader.close()
     return loss
 

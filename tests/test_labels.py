@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
+import sys
 
 import cv2
 import h5py
@@ -13,7 +17,7 @@ from imgshard import H5ImageDataset
 from imgshard.build.index import read_index
 from imgshard.pixels.rle import rle_decode, rle_encode
 from imgshard.plan.shard import shard_of
-from tests.conftest import jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
+from tests.conftest import REPO, jobs_run, make_images, read_dataset, reference_pixels, snakemake, write_image
 from tests.images import CLASSES, encode, random_masks, write_clouds_csv
 
 def test_rle_round_trip_matches_the_tests_own_encoder():
@@ -111,26 +115,69 @@ def test_changing_one_images_labels_redoes_only_its_shard(clouds, workdir):
         np.testing.assert_array_equal(f["masks"][i], truth[rel])
 
 
-def test_training_example_runs_two_steps(clouds, workdir):
-    import subprocess
-    import sys
+def run_example(dataset, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "examples/train_clouds.py"), str(dataset), "--downsample", "2", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
 
-    from tests.conftest import REPO
+
+def steps_of(out: str) -> dict[int, str]:
+    """Each step the example printed: its batch's digest."""
+    return {int(m[1]): m[2] for m in re.finditer(r"^step (\d+): loss [\d.]+, \d+ images/s \(batch \S+ \S+ (\w+),", out, flags=re.M)}
+
+
+def test_training_example_runs_two_steps(clouds, workdir):
+    images, csv, _ = clouds
+    snakemake(workdir, images_dir=images, labels=csv, shards=2)
+    out, err = run_example(workdir / "results/dataset.h5", "--steps", "2").communicate(timeout=120)
+    lines = out.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["step 1", "step 2"], err
+    assert "classes Fish, Flower, Gravel, Sugar" in lines[0] and "nan" not in out and " images/s " in lines[1]
+
+
+def test_training_example_killed_or_preempted_resumes_where_it_saved(clouds, workdir, tmp_path):
+    """The example saves every 3 steps and on SIGTERM: killed hard, it loses only the steps since its last
+    save; preempted, none; each resume goes on with the step count and the very batches the whole run takes."""
+    import torch
 
     images, csv, _ = clouds
     snakemake(workdir, images_dir=images, labels=csv, shards=2)
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "examples/train_clouds.py"), str(workdir / "results/dataset.h5"), "--steps", "2"]
-        + ["--downsample", "2"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert [ln.split(":")[0] for ln in lines] == ["step 1", "step 2"]
-    assert "classes Fish, Flower, Gravel, Sugar" in lines[0] and "nan" not in proc.stdout
+    dataset = workdir / "results/dataset.h5"
+    whole, _ = run_example(dataset, "--steps", "14", "--checkpoint", str(tmp_path / "whole.pt"), "--save-every", "3").communicate(timeout=180)
+    want = steps_of(whole)
+    assert sorted(want) == list(range(1, 15))  # 9 images, batch 4: epochs of 3 batches, so resumes cross epochs
+
+    ckpt = str(tmp_path / "ckpt.pt")
+    seen: dict[int, str] = {}
+    saved = 0
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        proc = run_example(dataset, "--steps", "14", "--checkpoint", ckpt, "--save-every", "3")
+        out = ""
+        while True:  # until it has trained past a save, then stop it as a person or a scheduler would
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            out += line
+            done = steps_of(out)
+            if done and max(done) >= saved + 4:
+                break
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=120)
+        out += rest
+        done = steps_of(out)
+        assert min(done) == saved + 1  # it went on after the last save: the step count continues
+        saved = torch.load(ckpt)["step"]
+        if sig == signal.SIGKILL:  # killed hard: what it did since its last save (every 3 steps) is lost, no more
+            assert saved % 3 == 0 and max(done) - 3 < saved <= max(done)
+        else:  # preempted: it finished the step, saved, and said so
+            assert saved == max(done) and f"stopped by SIGTERM after step {saved}; checkpoint saved" in out
+            assert "resumed from" in out
+        seen.update(done)
+    final, _ = run_example(dataset, "--steps", "14", "--checkpoint", ckpt, "--save-every", "3").communicate(timeout=180)
+    last = steps_of(final)
+    assert min(last) == saved + 1 and max(last) == 14
+    seen.update(last)
+    assert seen == want  # every step's batch is the one the whole run took
 
 
 @pytest.mark.parametrize("relabelled", [1, 4])
