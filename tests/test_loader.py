@@ -156,10 +156,17 @@ def test_resume_in_a_new_process_continues_with_the_batches_not_taken(dataset, t
         state = loader.state_dict()
         it.close()
     assert taken == whole[:3] and state["epoch"] == 1 and state["batch"] == 3
+    assert resumed_in_a_new_process(dataset, state, "batch_size=4, seed=11") == whole[3:]
+
+
+def resumed_in_a_new_process(dataset, state: dict, loader_args: str) -> list[list[int]]:
+    """The batches a new process's ``Loader(path, <loader_args>)`` reads after ``load_state_dict(state)``,
+    each checked for its labels."""
+    path, which, labels = dataset
     code = f"""
 import hashlib, json, sys
 from imgshard import Loader
-loader = Loader({str(path)!r}, batch_size=4, seed=11)
+loader = Loader({str(path)!r}, {loader_args})
 loader.load_state_dict(json.loads(sys.argv[1]))
 for images, targets in loader:
     print(json.dumps([[hashlib.sha1(x.tobytes()).hexdigest() for x in images], targets.tolist()]))
@@ -172,7 +179,7 @@ for images, targets in loader:
         batch = [by_digest[d] for d in digests]
         assert targets == [labels[i] for i in batch]
         rest.append(batch)
-    assert rest == whole[3:]
+    return rest
 
 
 def test_a_state_of_another_dataset_or_setting_is_refused(dataset):
@@ -330,23 +337,7 @@ def test_block_order_resumes_in_a_new_process_with_the_batches_not_taken(dataset
         state = loader.state_dict()
         it.close()
     assert taken == whole[:2] and state["shuffle"] == "block"
-    code = f"""
-import hashlib, json, sys
-from imgshard import Loader
-loader = Loader({str(path)!r}, batch_size=4, shuffle="block", seed=11, block_bytes=30000)
-loader.load_state_dict(json.loads(sys.argv[1]))
-for images, targets in loader:
-    print(json.dumps([[hashlib.sha1(x.tobytes()).hexdigest() for x in images], targets.tolist()]))
-"""
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(state)], capture_output=True, text=True, cwd=REPO, check=True)
-    by_digest = {hashlib.sha1(k).hexdigest(): i for k, i in which.items()}
-    rest = []
-    for line in proc.stdout.splitlines():
-        digests, targets = json.loads(line)
-        batch = [by_digest[d] for d in digests]
-        assert targets == [labels[i] for i in batch]
-        rest.append(batch)
-    assert rest == whole[2:]
+    assert resumed_in_a_new_process(dataset, state, 'batch_size=4, shuffle="block", seed=11, block_bytes=30000') == whole[2:]
 
 
 @pytest.mark.parametrize("compression", ["none", "lzf"])

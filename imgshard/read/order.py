@@ -18,7 +18,7 @@ Three orders behind one interface, ``order.part(seed, epoch, rank, world_size, d
   the class folders of an ImageFolder set are long runs of the stored order).
   An exhausted block leaves the set and the next block of the permutation
   enters. Every row comes exactly once per epoch, in an order drawn from
-  ``(seed, epoch)``; ``reads()`` says which block each row is read with.
+  ``(seed, epoch)``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from . import sampler
 
 
 class Sequential:
-    name = False
-
     def __init__(self, n: int):
         self.n = n
 
@@ -41,8 +39,6 @@ class Sequential:
 
 
 class Random:
-    name = True
-
     def __init__(self, n: int):
         self.n = n
 
@@ -52,8 +48,6 @@ class Random:
 
 class Blocks:
     """``blocks``: (first row, rows) of each block, in stored order, covering the rows once."""
-
-    name = "block"
 
     def __init__(self, blocks: list[tuple[int, int]], batch_size: int, active: int | None = None):
         self.starts = np.asarray([b[0] for b in blocks], np.int64)
@@ -114,10 +108,6 @@ class Blocks:
                     slot_pos[done[:enter]] = 0
                     queued += enter
         return out
-
-    def reads(self) -> np.ndarray:
-        """Each row's block (stored order numbering)."""
-        return self.block_of
 
 
 def rng_for_rank(seed: int, epoch: int, rank: int) -> np.random.Generator:
