@@ -162,7 +162,8 @@ def mixing(path: Path, batch: int = 64) -> dict:
     out = {}
     for label, order in (("shuffled", True), ("block", "block")):
         with Loader(path, batch_size=batch, shuffle=order, seed=0) as loader:
-            batches = [b for b in loader._batches() if len(b) == batch]
+            every = loader._batches()
+            batches = [b for b in every if len(b) == batch] or every  # a set smaller than a batch: its one batch
         out[label] = {
             "labels": round(float(np.mean([len(set((b // 128).tolist())) for b in batches])), 2),
             "runs": round(float(np.mean([len(set((b // 64).tolist())) for b in batches])), 2),

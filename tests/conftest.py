@@ -202,6 +202,19 @@ def clouds(tmp_path):
     return images, tmp_path / "train.csv", truth
 
 
+def wait_until(event, what: str, timeout: float = 120, interval: float = 0.01):
+    """Poll ``event()`` until it returns something true (which is returned); AssertionError saying
+    ``what`` did not happen within ``timeout`` seconds. For events with nothing to block on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = event()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen in {timeout} s")
+        time.sleep(interval)
+
+
 def mount_refused(namespace: bool = False) -> str | None:
     """Why this machine will not let a test mount a small tmpfs (in a mount namespace of its own), or None."""
     if os.geteuid() != 0:
@@ -232,15 +245,15 @@ class Gate:
         self.fd: int | None = None
 
     def wait_until_opened(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def opened() -> int | None:
             try:  # succeeds only once a reader has the FIFO open
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
-                return
+                return os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
             except OSError as e:
-                if e.errno != errno.ENXIO or time.monotonic() > deadline:
-                    raise AssertionError(f"no process opened {self.path} in {timeout} s") from None
-            time.sleep(0.01)
+                if e.errno != errno.ENXIO:
+                    raise
+                return None
+
+        self.fd = wait_until(opened, f"a process opening {self.path}", timeout)
 
     def release(self) -> None:
         """Let the reader through (it has the FIFO open), then put a plain file in the FIFO's place."""

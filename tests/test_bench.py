@@ -35,7 +35,10 @@ def test_benchmark_smoke(tmp_path):
         assert all(v > 0 for v in x["images_per_s"].values())
     assert set(read["compressed"]["images_per_s"]) == {"none", "lzf", "gzip"} and read["open"]["rows"] == 40
     assert "| `imgshard.Loader` |" in (out / "results.md").read_text()
-    assert len(results["targets"]) == 4 + 1 + 2 + 2 + 3 + 5  # build, reducing_gap, resized, photos, reruns, reading
+    big = read["bigger_than_memory"][0]
+    assert big["set"] == "224x224" and set(big["share_of_sequential"]) >= {"file_read_1", "loader_in_order", "loader_block_4mib", "dataloader_block"}
+    assert big["mixing"]["block"]["labels"] > 0 and "Bigger than memory" in (out / "results.md").read_text()
+    assert len(results["targets"]) == 4 + 1 + 2 + 2 + 3 + 5 + 4  # build, reducing_gap, resized, photos, reruns, reading, bigger than memory
     assert json.loads((out / "results.json").read_text()) == results
     assert "| pipeline |" in (out / "results.md").read_text() and "| reducing_gap |" in (out / "results.md").read_text()
     assert "| one changed | one added | one removed |" in (out / "results.md").read_text()

@@ -9,7 +9,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import psutil
 import pytest
 
 from imgshard import shm
-from tests.conftest import Gate, jpeg_bytes, read_dataset, read_shard, reference_pixels, snakemake, snakemake_cmd, write_image
+from tests.conftest import Gate, jpeg_bytes, read_dataset, read_shard, reference_pixels, snakemake, snakemake_cmd, wait_until, write_image
 
 
 COUNT = 12  # images in a gated folder, its gate among them
@@ -53,8 +52,8 @@ def mid_decode(proc: subprocess.Popen, gate: Gate) -> tuple[psutil.Process, list
 
 def wait_for_workers(proc: subprocess.Popen, timeout: float = 60) -> tuple[psutil.Process, list[psutil.Process]]:
     """The shard job's parent (owner of a new segment) and its workers (the others that map it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def started():
         assert proc.poll() is None, proc.stdout.read()
         mine = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         for name in shm.ours():
@@ -65,8 +64,9 @@ def wait_for_workers(proc: subprocess.Popen, timeout: float = 60) -> tuple[psuti
             workers = [p for p in owner.children(recursive=True) if maps(p, name)]
             if workers:
                 return owner, workers
-        time.sleep(0.02)
-    raise AssertionError("the shard job never started its workers")
+        return None
+
+    return wait_until(started, "the shard job starting its workers", timeout)
 
 
 def maps(proc: psutil.Process, segment: str) -> bool:
@@ -243,9 +243,4 @@ def test_an_interrupted_rerun_loses_nothing_and_the_next_run_completes_it(gated,
 
 def wait_for_line(log_dir: Path, text: str, timeout: float = 60) -> None:
     """Until snakemake's own log (in ``log_dir``) has a line with ``text``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(text in p.read_text(errors="replace") for p in log_dir.glob("*.snakemake.log")):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"snakemake never logged {text!r}")
+    wait_until(lambda: any(text in p.read_text(errors="replace") for p in log_dir.glob("*.snakemake.log")), f"snakemake logging {text!r}", timeout)

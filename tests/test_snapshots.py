@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -19,7 +18,7 @@ import pytest
 
 from imgshard.pixels.decode import decode_into
 from imgshard.pixels.geometry import Geometry
-from tests.conftest import REPO, make_images, snakemake, write_image
+from tests.conftest import REPO, make_images, snakemake, wait_until, write_image
 from tests.snapshot_reader import KINDS, digest, label_of
 
 SIZE = (120, 160)
@@ -62,13 +61,14 @@ class Readers:
 
     def wait_until_each_has_read(self, snapshot: str, kinds=KINDS, timeout: float = 120) -> None:
         """Until every reader of ``kinds`` has opened ``snapshot`` (each says so in its .seen file)."""
-        deadline = time.monotonic() + timeout
         for kind in kinds:
             seen = self.tmp / f"{kind}.json.seen"
-            while not (seen.exists() and snapshot in seen.read_text().split()):
+
+            def opened(kind=kind, seen=seen) -> bool:
                 assert self.procs[kind].poll() is None, f"{kind} reader died"
-                assert time.monotonic() < deadline, f"{kind} never opened {snapshot}"
-                time.sleep(0.02)
+                return seen.exists() and snapshot in seen.read_text().split()
+
+            wait_until(opened, f"the {kind} reader opening {snapshot}", timeout)
 
     def finish(self) -> dict:
         self.stop.touch()
