@@ -1,4 +1,4 @@
-"""Step 3 of a shard job, assemble: the new part filled in its row order, from the decode buffers and older parts.
+"""Build, step 3 of a shard job, assemble: the new part filled in its row order, from the decode buffers and older parts.
 
 Rows the plan copies (unchanged images of a fresh part, or of merged deltas)
 go in as stored, chunk by chunk, before each batch, while the workers decode

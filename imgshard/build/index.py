@@ -1,4 +1,4 @@
-"""Steps 4 and 5 of a shard job, index and commit: the shard's index, the small file Snakemake tracks as its output.
+"""Build, steps 4 and 5 of a shard job, index and commit: the shard's index, the small file Snakemake tracks as its output.
 
 A shard's pixels live in immutable part files (``<stem>.shards/parts/``, see
 part.py): a file, once renamed into place, is never changed, so a reader

@@ -1,4 +1,4 @@
-"""Step 1 of a shard job, plan: read the shard's previous index once, and decide what each listed image takes.
+"""Build, step 1 of a shard job, plan: read the shard's previous index once, and decide what each listed image takes.
 
 A rerun of a shard for one changed image then costs that image's decode and a
 part file of one row, however large the shard: the other rows stay where they

@@ -1,4 +1,4 @@
-"""Step 2 of a shard job, decode: the worker processes, and the shared memory they decode into.
+"""Build, step 2 of a shard job, decode: the worker processes, and the shared memory they decode into.
 
 ``Decoder`` creates one or two SharedArray buffers in /dev/shm, sized under
 one lock with the shard jobs beside it, starts the workers and queues every

@@ -1,4 +1,4 @@
-"""Step 3, decode: one image (and its masks) into its row, as a worker does it.
+"""Pixels: one image (and its masks) into its row, as a worker does it.
 
 ``decode_into`` reads the file once, hashes it, checks its header, and
 decodes it straight into the row (or decodes it reduced, averages it over

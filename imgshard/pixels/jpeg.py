@@ -1,4 +1,4 @@
-"""Step 3, decode: a JPEG straight from the bytes already read, into its row or the scratch array.
+"""Pixels: a JPEG straight from the bytes already read, into its row or the scratch array.
 
 ``decode_into`` reads every file once to hash it; libjpeg-turbo (through
 simplejpeg) then decodes those bytes into a preallocated array, at 1/2, 1/4 or

@@ -1,4 +1,4 @@
-"""Step 1, discover: which files are the images of the dataset.
+"""Plan: which files are the images of the dataset.
 
 Paths are returned relative to ``images_dir``, ``/``-separated and sorted, because
 they are what the dataset stores, what the shard hash is computed on and what

@@ -1,4 +1,4 @@
-"""Step 2, shard manifests: what Snakemake tracks instead of every image file.
+"""Plan, the shard manifests: what Snakemake tracks instead of every image file.
 
 A shard's manifest lists its images with their size and modification time (and
 the header's size, where the run needs it). It is rewritten only when that

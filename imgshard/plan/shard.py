@@ -1,4 +1,4 @@
-"""Step 2, shard: which shard each image belongs to.
+"""Plan: which shard each image belongs to.
 
 The shard is a hash of the relative path alone, never of the position in a list,
 so adding or removing one image moves no other image and a rerun redoes only

@@ -1,4 +1,4 @@
-"""Step 5, gather: the shards' indexes become one dataset file (a new snapshot, published by publish.py).
+"""Publish, the gather: the shards' indexes become one dataset file (a new snapshot, published by snapshots.py).
 
 ``virtual`` maps the rows each index names, in the parts that hold them, into
 one HDF5 virtual dataset: no pixel is copied, and the parts must stay beside

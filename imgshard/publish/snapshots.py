@@ -1,10 +1,10 @@
-"""Step 6, publish: a gathered dataset file becomes the snapshot readers open, and old snapshots go once no one holds them.
+"""Publish: a gathered dataset file becomes the snapshot readers open, and old snapshots go once no one holds them.
 
 Every gather writes a new, immutable snapshot, ``<stem>.shards/snapshots/<id>.h5``,
 and makes ``<stem>.h5`` a second name (a hard link) of it in one atomic
 rename. A reader that opened ``<stem>.h5`` keeps the snapshot it opened for as
 long as it holds it, whatever later runs do: the snapshot file is never
-changed, nor are the part files it maps (write.py), and neither is removed
+changed, nor are the part files it maps (build/part.py), and neither is removed
 while it is held. A new open gets the newest complete snapshot. Snakemake
 never deletes ``<stem>.h5`` before a gather (it is not the rule's declared
 output), so there is no moment without one.

@@ -1,4 +1,4 @@
-"""Step 7, read: ``H5ImageDataset``, for PyTorch's own ``DataLoader`` with its workers and transforms.
+"""Read: ``H5ImageDataset``, for PyTorch's own ``DataLoader`` with its workers and transforms.
 
     from imgshard import H5ImageDataset, collate
     ds = H5ImageDataset("results/train.h5")

@@ -1,4 +1,4 @@
-"""Step 7, read: ``Loader``, the training feed at the speed of the stored bytes, in one process.
+"""Read: ``Loader``, the training feed at the speed of the stored bytes, in one process.
 
     loader = Loader("results/train.h5", batch_size=64, shuffle=True, seed=0, rank=0, world_size=1)
     for epoch in range(epochs):

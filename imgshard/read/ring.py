@@ -1,4 +1,4 @@
-"""Step 7, read: the batch buffers a DataLoader worker reuses, handed to the main process without a copy.
+"""Read: the batch buffers a DataLoader worker reuses, handed to the main process without a copy.
 
 A fresh shared-memory tensor per batch, as torch's DataLoader makes one, costs
 its pages: the kernel allocates and zeroes them, and each is faulted in as the

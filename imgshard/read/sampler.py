@@ -1,4 +1,4 @@
-"""Step 7, read: which rows an epoch visits, in which order, and which of them are this process's.
+"""Read: which rows an epoch visits, in which order, and which of them are this process's.
 
 An epoch's order is a permutation drawn from ``(seed, epoch)``, so every rank
 draws the same one and a resumed run draws it again. Under DDP each rank takes

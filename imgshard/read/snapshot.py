@@ -1,7 +1,7 @@
-"""Step 7, read: one snapshot of a dataset, held for as long as a reader reads it, and where each row's bytes are.
+"""Read: one snapshot of a dataset, held for as long as a reader reads it, and where each row's bytes are.
 
 Opening ``results/train.h5`` takes a shared ``flock`` on the file it names
-now (a snapshot: see imgshard/publish.py), so no later run removes that
+now (a snapshot: see imgshard/publish/snapshots.py), so no later run removes that
 snapshot or the part files it maps while this reader holds it. Every process
 that reads (a DataLoader's workers too) reads that same snapshot: a forked
 one through the inherited descriptor, a spawned one by the snapshot's own

@@ -1,4 +1,4 @@
-"""Step 7, read: a self-contained copy of a dataset, for a reader that opens no file but the one it is given.
+"""Tools, export: a self-contained copy of a dataset, for a reader that opens no file but the one it is given.
 
     imgshard export results/train.h5 train-copy.h5
 

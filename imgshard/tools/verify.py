@@ -1,4 +1,4 @@
-"""Step 6, verify: does the dataset still match its sources?
+"""Tools, verify: does the dataset still match its sources?
 
 Re-reads every source file: its sha256 must match the dataset's, and decoding
 it again (with the dataset's own size and resize settings) must give the
