@@ -408,7 +408,8 @@ def test_block_order_takes_each_row_once_and_a_block_at_most_once_a_batch(n, per
     blocks = [(s, min(per_block, n - s)) for s in range(0, n, per_block)]
     order = Blocks(blocks, batch)
     parts = [order.part(seed=4, epoch=1, rank=r, world_size=world, drop_last=False) for r in range(world)]
-    assert len({len(p) for p in parts}) == 1 and sum(len(p) for p in parts) == -(-n // world) * world if n else True
+    assert len({len(p) for p in parts}) == 1  # as many rows on every rank
+    assert sum(len(p) for p in parts) == (-(-n // world) * world if n else 0)  # padded as DistributedSampler pads
     assert set(np.concatenate(parts).tolist()) == set(range(n))
     assert np.array_equal(parts[0], order.part(seed=4, epoch=1, rank=0, world_size=world, drop_last=False))  # reproducible
     for part in parts:

@@ -110,19 +110,18 @@ def make_index(plan, assembled, part, labels, attrs: dict) -> ShardIndex:
     index = ShardIndex(parts=parts, part_rows=part_rows, part_bytes=part_bytes, attrs=attrs, skipped=list(assembled.skipped))
     part_of, row_of, sizes, keep_keys = [], [], [], []
     for i, rel in enumerate(plan.relpaths):
-        if plan.old[i] is not None:
-            p, r = plan.old[i]
+        if plan.old[i] is not None:  # stays where it is
+            p, r, j = plan.previous_ref(i)
             part_of.append(renumber[p])
             row_of.append(r)
-            j = plan.previous_position[keys[i]]
             sha256, size = previous.sha256[j], previous.sizes[j]
-        elif i in assembled.row_of:
+        elif i in assembled.row_of:  # in the new part: decoded, or copied from an older part
             part_of.append(new)
             row_of.append(assembled.row_of[i])
             if i in assembled.decoded:
                 sha256, size = assembled.decoded[i].sha256, assembled.decoded[i].size
             else:
-                j = plan.previous_position[keys[i]]
+                j = plan.previous_ref(i)[2]
                 sha256, size = previous.sha256[j], previous.sizes[j]
         else:
             continue  # skipped

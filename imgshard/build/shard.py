@@ -120,13 +120,16 @@ def build_shard(job: ShardJob) -> ShardResult:
                 )
             t0 = time.perf_counter()
             part = writer.finish() if writer is not None else None
+            finishing = time.perf_counter() - t0
         except BaseException:
             decoder.failed()
             if writer is not None:
                 writer.abort()  # may raise DiskFull: the segments still go (Decoder's exit)
             raise
+    t0 = time.perf_counter()  # the workers have exited: not counted as writing
     index = make_index(plan, assembled, part, job.labels, plan.attrs)
     commit(job.index_path, index, keep=plan.reusing)
+    finishing += time.perf_counter() - t0
     decoded = len(plan.todo) - len(assembled.skipped)
     return ShardResult(
         paths=index.paths,
@@ -140,7 +143,7 @@ def build_shard(job: ShardJob) -> ShardResult:
         fresh=plan.fresh,
         seconds=time.perf_counter() - started,
         decode_wait=assembled.decode_wait,
-        write=assembled.write + time.perf_counter() - t0,
+        write=assembled.write + finishing,
         buffer_rows=decoder.rows,
         buffers=decoder.count,
         parts=dict(zip(index.parts, index.part_bytes)),
