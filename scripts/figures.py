@@ -1,4 +1,4 @@
-"""Rule figures: contact sheet, throughput chart and stats table for the report (see imgshard/figures.py)."""
+"""Rule figures: contact sheet, throughput chart and stats table for the report (see imgshard/tools/figures.py)."""
 
 import os
 import sys

@@ -1,4 +1,4 @@
-"""Rule gather: the shards' indexes into a new snapshot of the dataset, published (see imgshard/gather.py, publish.py)."""
+"""Rule gather: the shards' indexes into a new snapshot of the dataset, published (see imgshard/publish/ and imgshard/steps/gather.py)."""
 
 import os
 import sys

@@ -1,4 +1,4 @@
-"""Rule verify: the dataset against its sources (see imgshard/verify.py)."""
+"""Rule verify: the dataset against its sources (see imgshard/tools/verify.py)."""
 
 import os
 import sys

@@ -164,7 +164,7 @@ def test_an_editable_install_imports_from_the_checkout(venv, tmp_path):
     assert proc.stdout.strip() == str(REPO / "imgshard/__init__.py")
 
 
-# --- the command's error paths, in this process (imgshard.cli.main is what the command runs) ---
+# --- the command's error paths, in this process (imgshard.tools.cli.main is what the command runs) ---
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ def big_images(tmp_path_factory):
 
 
 # Not fork: this test process has run OpenCV, whose thread pool a forked child
-# inherits locked (see imgshard.workers.mp_context); the fork path is tested
+# inherits locked (see imgshard.build.workers.mp_context); the fork path is tested
 # through snakemake, whose job process runs no OpenCV before starting workers.
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 def test_batches_through_two_buffers_give_exact_pixels(big_images, tmp_path, start_method):

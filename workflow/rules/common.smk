@@ -85,7 +85,7 @@ def get_run(name, resource_names=(), **options):
 
 def get_job(**settings):
     """A params function: ``settings`` (values, or functions of the wildcards) as
-    one JSON argument for the job's script (see imgshard/jobs.py).
+    one JSON argument for the job's script (see imgshard/steps/args.py).
 
     Of the wildcards only, so that a changed setting reruns the job: Snakemake
     leaves params computed from a job's input, output, threads or resources out
