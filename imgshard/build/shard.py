@@ -121,8 +121,7 @@ def build_shard(job: ShardJob) -> ShardResult:
             t0 = time.perf_counter()
             part = writer.finish() if writer is not None else None
             finishing = time.perf_counter() - t0
-        except BaseException:
-            decoder.failed()
+        except BaseException:  # leaving the with block kills the workers and removes the segments
             if writer is not None:
                 writer.abort()  # may raise DiskFull: the segments still go (Decoder's exit)
             raise

@@ -250,10 +250,6 @@ class Decoder:
         if b + self.count < len(self.batches):
             self._pending[b + self.count] = self._submit(b + self.count)
 
-    def failed(self) -> None:
-        """The job is failing: the workers are killed, not waited for."""
-        self._failed = True
-
     def close(self) -> None:
         try:
             if self.pool is not None:
@@ -266,6 +262,6 @@ class Decoder:
         return self
 
     def __exit__(self, kind, value, tb) -> None:
-        if kind is not None:
+        if kind is not None:  # the job is failing: its workers are killed, not waited for
             self._failed = True
         self.close()
