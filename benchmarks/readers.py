@@ -80,6 +80,43 @@ def pread_limit(dataset: str, args) -> callable:
     return epoch
 
 
+def decode_limit(dataset: str, args) -> callable:
+    """The limit of reading rows as stored, compressed or not: ``--threads`` threads, each taking whole
+    batches of a shuffled epoch, each row's stored bytes read with one ``preadv`` at the offset known at
+    open and decoded by its codec (imagecodecs, as the Loader does) into the thread's batch buffer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgshard.read import Snapshot
+
+    snapshot = Snapshot(dataset)
+    layout, fds = snapshot.layout, snapshot.fds()
+    assert layout.offset.min() >= 0, f"{dataset}: rows without an offset"
+    local = threading.local()
+
+    def read(batch: np.ndarray) -> int:
+        if not hasattr(local, "out"):  # one batch buffer and one stored-chunk buffer per thread
+            local.out = np.empty((args.batch, layout.row_bytes), np.uint8)
+            local.chunk = memoryview(bytearray(int(layout.size.max())))
+        rows = batch.tolist()
+        files, offsets, sizes, coded = (a[rows].tolist() for a in (layout.file_of, layout.offset, layout.size, layout.coded))
+        for j, (f, o, s, c) in enumerate(zip(files, offsets, sizes, coded)):
+            if c:
+                os.preadv(fds[f], (local.chunk[:s],), o)
+                layout.decoders[f](local.chunk[:s], out=local.out[j])
+            else:
+                os.preadv(fds[f], (local.out[j].data,), o)
+        return len(rows)
+
+    pool = ThreadPoolExecutor(args.threads)
+    n = len(snapshot)
+
+    def epoch(e: int) -> int:
+        order = np.random.default_rng([SEED, e]).permutation(n)
+        return sum(pool.map(read, [order[k : k + args.batch] for k in range(0, n, args.batch)]))
+
+    return epoch
+
+
 def file_read(dataset: str, args) -> callable:
     """The disk's limit: the rows' bytes of each file read in order, in 8 MiB pieces, by ``--threads`` threads
     (the same bytes an epoch reads, into one reused buffer per thread)."""
@@ -251,6 +288,7 @@ READERS = {
     "pread_limit": pread_limit,
     "loader": loader,
     "batches": batches,
+    "decode_limit": decode_limit,
     "file_read": file_read,
     "block_read": block_read,
     "dataloader": dataloader,
@@ -273,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sequential", action="store_true", help="loader: rows in order, not shuffled")
     p.add_argument("--shuffle", default="true", choices=["true", "false", "block"], help="loader, dataloader: the epoch's order")
     p.add_argument("--block-bytes", type=int, default=4 << 20, help="shuffle block: bytes a block")
-    p.add_argument("--threads", type=int, default=1, help="file_read: threads reading")
+    p.add_argument("--threads", type=int, default=1, help="file_read, block_read, decode_limit: threads reading")
     args = p.parse_args(argv)
     epoch = READERS[args.reader](args.dataset, args)
     for e in range(args.warm):  # page cache, workers started

@@ -107,16 +107,58 @@ def one_set(data: Path, name: str, images: Path, size: tuple[int, int], cores: i
     return out
 
 
-def compressed(data: Path, images: Path, cores: int, rounds: int) -> dict:
-    """The Loader on the 224x224 set stored uncompressed, lzf and gzip (copy): what decompression costs."""
+CODECS = ("none", "lzf", "gzip", "lz4", "zstd")
+
+
+def codecs(data: Path, images: Path, cores: int, rounds: int) -> dict:
+    """The 224x224 set stored with each ``compression`` (copy): its bytes; the Loader and the DataLoader
+    (2 workers) warm, the Loader with the file dropped from the page cache; and the decode limit (2
+    threads reading each row's stored bytes at its offset and decoding them into a batch buffer)."""
     name = "x".join(map(str, SMALL))
-    built = {c: build(images, data / f"read-{name}-{c}", SMALL, cores, gather="copy", compression=c) for c in ("none", "lzf", "gzip")}
-    rates = {c: round(statistics.median(reader("loader", path) for _ in range(rounds)), 1) for c, path in built.items()}
-    out = {"images_per_s": rates, "bytes": {c: path.stat().st_size for c, path in built.items()}}
-    out["share_of_uncompressed"] = {c: round(v / rates["none"], 3) for c, v in rates.items()}
-    say(f"compressed: {out}")
-    for c in ("lzf", "gzip"):
+    built = {"none": data / f"read-{name}-copy/results/dataset.h5"}
+    built |= {c: build(images, data / f"read-{name}-{c}", SMALL, cores, gather="copy", compression=c) for c in CODECS[1:]}
+    units = [("limit", "decode_limit", ("--threads", "2")), ("loader", "loader", ()), ("dataloader", "dataloader", ()), ("loader_cold", "loader", ("--cold",))]
+    runs: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for c, path in built.items():
+            for label, kind, extra in units[r % len(units) :] + units[: r % len(units)]:
+                runs.setdefault(f"{c}/{label}", []).append(reader(kind, path, *extra))
+    rates = {k: round(statistics.median(v), 1) for k, v in runs.items()}
+    out = {"bytes": {c: path.stat().st_size for c, path in built.items()}, "images_per_s": rates}
+    out["share_of_limit"] = {c: {u: round(rates[f"{c}/{u}"] / rates[f"{c}/limit"], 2) for u in ("loader", "dataloader")} for c in built}
+    say(f"codecs: {out}")
+    for c in CODECS[1:]:
         shutil.rmtree(data / f"read-{name}-{c}", ignore_errors=True)
+    return out
+
+
+def segmentation(data: Path, clouds: Path, cores: int, rounds: int) -> dict:
+    """The Clouds set at 350x525 without labels and with its four masks (a train.csv of boxes, as make
+    run's demo writes): the Loader's and the DataLoader's (2 workers) images/s, copy and virtual, and the bytes."""
+    from imgshard.tools.demo import write_labels
+
+    name = "x".join(map(str, CLOUDS))
+    jpegs = sorted(clouds.glob("*.jpg"))
+    csv = data / "clouds-train.csv"
+    write_labels(str(csv), [p.name for p in jpegs], *_size_of(jpegs[0]))
+    built = {}
+    for mode in ("copy", "virtual"):
+        alone = data / f"read-{name}-{mode}/results/dataset.h5"
+        built[f"alone/{mode}"] = alone if alone.exists() else build(clouds, data / f"read-{name}-{mode}", CLOUDS, cores, gather=mode)
+        built[f"masks/{mode}"] = build(clouds, data / f"read-{name}-masks-{mode}", CLOUDS, cores, gather=mode, labels=csv)
+    units = [(f"{kind}/{what}", kind, path) for what, path in built.items() for kind in ("loader", "dataloader")]
+    runs: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for label, kind, path in units[r % len(units) :] + units[: r % len(units)]:
+            runs.setdefault(label, []).append(reader(kind, path))
+    rates = {k: round(statistics.median(v), 1) for k, v in runs.items()}
+    out = {"set": name, "images": len(jpegs), "images_per_s": rates}
+    out["masks_over_alone"] = {f"{kind}/{mode}": round(rates[f"{kind}/masks/{mode}"] / rates[f"{kind}/alone/{mode}"], 3) for kind in ("loader", "dataloader") for mode in ("copy", "virtual")}
+    out["bytes"] = {w: built[f"{w}/copy"].stat().st_size for w in ("alone", "masks")}
+    out["bytes_ratio"] = round(out["bytes"]["masks"] / out["bytes"]["alone"], 3)
+    say(f"segmentation: {out}")
+    for mode in ("copy", "virtual"):
+        shutil.rmtree(data / f"read-{name}-masks-{mode}", ignore_errors=True)
     return out
 
 
@@ -221,6 +263,19 @@ def targets(r: dict) -> list[tuple]:
         for mode in ("copy", "virtual"):
             v = share[f"dataloader/{mode}"]
             out.append((f"reading {s['set']}: DataLoader(H5ImageDataset), 2 workers ({mode}) at least 0.15x the limit", ">= 0.15", v, v >= 0.15))
+    g = r.get("segmentation")
+    if g:
+        for key, v in g["masks_over_alone"].items():
+            kind, mode = key.split("/")
+            who = "Loader" if kind == "loader" else "DataLoader(H5ImageDataset), 2 workers,"
+            out.append((f"segmentation {g['set']}: {who} with masks at least 0.3x its images alone ({mode})", ">= 0.3", v, v >= 0.3))
+        out.append((f"segmentation {g['set']}: the dataset with masks at most 1.5x the bytes without", "<= 1.5", g["bytes_ratio"], g["bytes_ratio"] <= 1.5))
+    c = r.get("codecs")
+    if c:
+        for codec, shares in c["share_of_limit"].items():
+            for kind, v in shares.items():
+                who = "Loader" if kind == "loader" else "DataLoader(H5ImageDataset), 2 workers,"
+                out.append((f"compression {codec}: {who} at least 0.7x the decode limit (224x224, copy)", ">= 0.7", v, v >= 0.7))
     for k in r.get("bigger_than_memory", []):
         v = k["share_of_sequential"]["loader_block_4mib"]
         out.append((f"bigger than memory, {k['set']}: Loader(shuffle=\"block\") at least 0.9x the sequential read", ">= 0.9", v, v >= 0.9))
@@ -246,7 +301,9 @@ def run(
     small = generate(data / f"full-{small_count}-{SMALL_SOURCE[0]}x{SMALL_SOURCE[1]}", small_count, *SMALL_SOURCE, cores)
     sets = [("x".join(map(str, SMALL)), small, SMALL)] + ([("x".join(map(str, CLOUDS)), clouds, CLOUDS)] if clouds_set else [])
     out = {"sets": [one_set(data, name, images, size, cores, rounds) for name, images, size in sets]}
-    out["compressed"] = compressed(data, small, cores, rounds)
+    out["codecs"] = codecs(data, small, cores, rounds)
+    if clouds_set:
+        out["segmentation"] = segmentation(data, clouds, cores, rounds)
     out["bigger_than_memory"] = [bigger_than_memory(data, rounds, name) for name, _, _ in sets]
     if open_rows:
         out["open"] = million(data, open_rows, min(open_parts, open_rows))
@@ -299,10 +356,25 @@ def markdown(r: dict) -> list[str]:
             else:
                 cells.append(" / ".join(f"{rate[f'{key}/{m}']:,.0f} ({share[f'{key}/{m}']:.2f}x)" for m in ("copy", "virtual")))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    c = r.get("compressed")
+    g = r.get("segmentation")
+    if g:
+        rate, share = g["images_per_s"], g["masks_over_alone"]
+        lines += ["", f"The segmentation feed: the {g['set']} set ({g['images']} images) alone and with its four masks, images/s, page cache warm, batch 64;"
+                  f" copy / virtual. The dataset with masks holds {g['bytes_ratio']:.2f}x the bytes of the images alone"
+                  f" ({g['bytes']['masks'] / 1e6:,.0f} MB, {g['bytes']['alone'] / 1e6:,.0f} MB).", ""]
+        lines += ["| reader | images alone | with masks | with masks / alone |", "|---|---:|---:|---:|"]
+        for kind, label in (("loader", "`imgshard.Loader`"), ("dataloader", "`DataLoader(H5ImageDataset, collate_fn=imgshard.collate)`, 2 workers")):
+            cells = [" / ".join(f"{rate[f'{kind}/{w}/{m}']:,.0f}" for m in ("copy", "virtual")) for w in ("alone", "masks")]
+            lines.append(f"| {label} | {cells[0]} | {cells[1]} | " + " / ".join(f"{share[f'{kind}/{m}']:.2f}x" for m in ("copy", "virtual")) + " |")
+    c = r.get("codecs")
     if c:
-        lines += ["", "The Loader on the 224x224 set by compression (copy): "
-                  + ", ".join(f"{k} {v:,.0f} images/s ({c['share_of_uncompressed'][k]:.2f}x, {c['bytes'][k] / 1e6:,.0f} MB)" for k, v in c["images_per_s"].items()) + "."]
+        rate, share = c["images_per_s"], c["share_of_limit"]
+        lines += ["", "By `compression`: the 224x224 set (copy), images/s, batch 64; the decode limit is 2 threads reading each row's stored bytes"
+                  " at its offset and decoding them into a batch buffer; cold: the file dropped from the page cache before the epoch.", ""]
+        lines += ["| compression | MB | decode limit | `Loader` warm (share of limit) | `DataLoader`, 2 workers, warm (share) | `Loader` cold |", "|---|---:|---:|---:|---:|---:|"]
+        for codec in c["bytes"]:
+            lines.append(f"| {codec} | {c['bytes'][codec] / 1e6:,.0f} | {rate[f'{codec}/limit']:,.0f} | {rate[f'{codec}/loader']:,.0f} ({share[codec]['loader']:.2f}x)"
+                         f" | {rate[f'{codec}/dataloader']:,.0f} ({share[codec]['dataloader']:.2f}x) | {rate[f'{codec}/loader_cold']:,.0f} |")
     for k in r.get("bigger_than_memory", []):
         rate, share, m = k["images_per_s"], k["share_of_sequential"], k["mixing"]
         lines += ["", f"Bigger than memory: one epoch of the {k['set']} set (copy, {k['rows']:,} rows of {k['row_mb']} MB) with its file dropped from the page cache"

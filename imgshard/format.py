@@ -5,11 +5,15 @@ Each stage that writes a file (build/, publish/) and each that reads one
 a dataset's files lie on disk is layout.py's, from these names.
 
 A dataset file (``results/<name>.h5``, a snapshot) holds, all of N rows:
-``images`` (N, H, W, 3) uint8 RGB; ``masks`` (N, H, W, K) uint8 0/1 or
-``labels`` (N,) int64, each with ``classes`` and ``class_counts``
-attributes; ``paths``, ``sha256``, ``original_size`` (N, 2). A shard index
-(``shard-NNN.h5``) holds the same listing, plus which part file and row of it
-holds each image.
+``images`` (N, H, W, 3) uint8 RGB; ``mask_bits`` (N, B) uint8, each row an
+image's (H, W, K) masks of 0/1 packed eight to a byte (codecs.py: the
+``mask_shape`` and ``bit_order`` attributes say how), or ``labels`` (N,)
+int64, either with ``classes`` and ``class_counts`` attributes; ``paths``,
+``sha256``, ``original_size`` (N, 2). Pixel rows are stored plainly
+(contiguous) or one row a chunk through a filter (codecs.py). A shard index
+(``shard-NNN.h5``) holds the same listing, plus which part file and row of
+it holds each image. Files of format 2 held ``masks`` (N, H, W, K) itself,
+lzf-compressed: readers still read them.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import h5py
 
 # Bump when the files a shard job writes change shape: a shard job's settings
 # carry it, so every shard reruns once after an upgrade.
-FORMAT = 2
+FORMAT = 3
 
 # --- datasets of a dataset file, a shard index and a part file ---------------------
 IMAGES = "images"
-MASKS = "masks"
+MASK_BITS = "mask_bits"
+MASKS = "masks"  # what a reader delivers from mask_bits; the stored name in format 2
 LABELS = "labels"
 PATHS = "paths"
 SHA256 = "sha256"
@@ -43,6 +48,8 @@ VERSION_ATTR = "imgshard_version"  # root of every file imgshard writes
 TARGET_ATTR = "target"  # root of a shard index: "masks" or "labels"
 CLASSES_ATTR = "classes"  # of masks and labels (and a shard index's root)
 CLASS_COUNTS_ATTR = "class_counts"  # of masks or labels: images per class
+MASK_SHAPE_ATTR = "mask_shape"  # of mask_bits: (H, W, K) of each row unpacked
+BIT_ORDER_ATTR = "bit_order"  # of mask_bits: "little", numpy.unpackbits' bitorder
 FINGERPRINT_ATTR = "reuse_fingerprint"  # root of a shard index: what its rows were made with
 SKIPPED_ATTR = "skipped"  # root of a dataset file: JSON list of [path, reason]
 SNAPSHOT_ATTR = "snapshot"  # root of a dataset file: its own path, relative to the dataset's folder

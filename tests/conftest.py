@@ -129,6 +129,7 @@ def read_shard(path: Path) -> dict:
     import h5py
 
     from imgshard.build.index import read_index
+    from tests.images import stored_masks
 
     index = read_index(str(path))
     folder = Path(path).parent
@@ -137,7 +138,7 @@ def read_shard(path: Path) -> dict:
         n = len(index)
         first = parts[0] if parts else None
         images = np.stack([parts[p]["images"][r] for p, r in zip(index.part, index.row)]) if n else np.zeros((0,))
-        masks = np.stack([parts[p]["masks"][r] for p, r in zip(index.part, index.row)]) if n and "masks" in first else None
+        masks = np.concatenate([stored_masks(parts[p], [r]) for p, r in zip(index.part, index.row)]) if n and "mask_bits" in first else None
         return {
             "images": images,
             "masks": masks,

@@ -154,3 +154,13 @@ def write_clouds_csv(path, truth: dict[str, np.ndarray]) -> None:
     for rel, masks in truth.items():
         lines += [f"{rel}_{c},{encode(masks[..., k])}" for k, c in enumerate(CLASSES)]
     path.write_text("\n".join(lines) + "\n")
+
+
+def stored_masks(f, rows=None) -> np.ndarray:
+    """The masks an HDF5 file (or group) stores, (n, H, W, K), unpacked with plain numpy as the README's
+    dataset table says: ``mask_bits`` rows of bits, bit order little, of ``mask_shape``."""
+    bits = f["mask_bits"]
+    h, w, k = (int(x) for x in bits.attrs["mask_shape"])
+    assert bits.attrs["bit_order"] == "little"
+    data = bits[()] if rows is None else bits[rows]
+    return np.unpackbits(data, axis=-1, count=h * w * k, bitorder="little").reshape(-1, h, w, k)

@@ -16,7 +16,7 @@ import imgshard
 from imgshard.tools.figures import PALETTE
 from imgshard.build.index import read_index
 from tests.conftest import REPO, config_args, make_images
-from tests.images import CLASSES, random_masks, write_clouds_csv
+from tests.images import CLASSES, random_masks, stored_masks, write_clouds_csv
 
 
 def run(cmd: list, cwd, check: bool = True) -> subprocess.CompletedProcess:
@@ -106,7 +106,7 @@ def test_show_draws_the_chosen_images_with_masks_outlined(built, venv, tmp_path)
     proc = run([venv / "imgshard", "show", dataset, "0", "3", "-1", "-o", png], cwd=tmp_path)
     with h5py.File(dataset) as f:
         paths = list(f["paths"].asstr()[()])
-        masks = f["masks"][[0, 3, 6]]
+        masks = stored_masks(f, [0, 3, 6])
     assert proc.stdout.strip() == f"imgshard: wrote {png}: {paths[0]}, {paths[3]}, {paths[6]}"
     sheet = cv2.imread(str(png), cv2.IMREAD_COLOR_RGB)
     assert sheet is not None and sheet.shape[1] > sheet.shape[0]  # three side by side

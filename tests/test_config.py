@@ -17,7 +17,7 @@ from tests.conftest import REPO, jobs_run, read_dataset, snakemake
         ({"shards": -3}, r"config: shards = -3 is invalid: -3 is less than the minimum of 1"),
         ({"gather": "zip"}, r"config: gather = 'zip' is invalid: .*one of: virtual, copy"),
         ({"workers": 0}, r"config: workers = 0 is invalid: .*expected an integer >= 1 or 'auto'"),
-        ({"compression": "zstd"}, r"config: compression = 'zstd' is invalid"),
+        ({"compression": "brotli"}, r"config: compression = 'brotli' is invalid"),
         ({"on_error": "ignore"}, r"config: on_error = 'ignore' is invalid"),
         ({"output": "results/data.zip"}, r"config: output = 'results/data.zip' is invalid"),
         ({"shard": 4}, r"config: Additional properties are not allowed \('shard' was unexpected\): did you mean 'shards' for 'shard'\?"),

@@ -103,7 +103,7 @@ def test_the_docs_links_resolve_and_the_readme_is_a_page_not_a_log():
 
 # The package's stages, lowest first: a module may import from its own unit and from units before it.
 LAYERS = [
-    {"errors", "format", "temp", "shm", "__version__"},
+    {"errors", "format", "codecs", "temp", "shm", "__version__"},
     {"layout"},
     {"pixels"},
     {"plan"},
@@ -113,7 +113,7 @@ LAYERS = [
     {"tools"},
     {"steps", "__init__", "__main__"},
 ]
-BASE = {"errors", "format", "temp", "shm", "layout", "__version__"}
+BASE = {"errors", "format", "codecs", "temp", "shm", "layout", "__version__"}
 # Inside build/, the shard job's steps in the order the orchestrator calls them (index first: the plan reads one).
 BUILD_ORDER = ["index", "reuse", "workers", "part", "assemble", "shard"]
 

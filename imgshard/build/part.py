@@ -3,11 +3,11 @@
 A part is written under a temporary name and renamed into ``<stem>.shards/parts/``
 only when complete, and never opened for writing again: a snapshot that maps
 it (publish/snapshots.py) reads the same bytes for as long as it is held.
-Uncompressed images are stored contiguously, one row after another, so a
-reader finds row ``r`` at the dataset's offset plus ``r`` rows
-(read/snapshot.py) without asking HDF5; compressed images, and masks, are
-chunked one row per chunk. The gather and ``imgshard export`` create their
-datasets with the same ``create_images``.
+Uncompressed rows (images, and masks' bits) are stored contiguously, one
+row after another, so a reader finds row ``r`` at the dataset's offset plus
+``r`` rows (read/snapshot.py) without asking HDF5; compressed rows are one
+chunk each, whose offsets a reader also takes once, at open. The gather and
+``imgshard export`` create their datasets with the same ``create_rows``.
 """
 
 from __future__ import annotations
@@ -24,23 +24,13 @@ import h5py
 import numpy as np
 
 from ..errors import DiskFull
-from ..format import CLASSES_ATTR, IMAGES, MASKS, PARTS_DIR
+from ..codecs import create_args, filters_of, mask_bytes
+from ..format import BIT_ORDER_ATTR, CLASSES_ATTR, IMAGES, MASK_BITS, MASK_SHAPE_ATTR, PARTS_DIR
 from ..plan.space import human
 from ..temp import remove_stale_temps, temp_name
 
 # Rows copied from an older part go through a buffer of about this size.
 COPY_BYTES = 64 << 20
-
-
-def compression_args(compression: str) -> dict:
-    return {"none": {}, "lzf": {"compression": "lzf"}, "gzip": {"compression": "gzip", "compression_opts": 4}}[
-        compression
-    ]
-
-
-def mask_compression(compression: str) -> dict:
-    # 0/1 masks shrink tens of times even with lzf, for almost no CPU: never store them raw.
-    return compression_args("lzf" if compression == "none" else compression)
 
 
 # Kept free beyond each write's own bytes, for HDF5's metadata (chunk index, attributes).
@@ -88,10 +78,15 @@ def copy_chunk(src: h5py.Dataset, old: int, dst: h5py.Dataset, new: int) -> None
     dst.id.write_direct_chunk((new, *zeros), chunk, filter_mask)
 
 
+def stored_alike(src: h5py.Dataset, dst: h5py.Dataset) -> bool:
+    """Whether a chunk of ``src`` is a chunk of ``dst`` as it is: both one row a chunk, through the same filters."""
+    return src.chunks is not None and src.chunks == dst.chunks and filters_of(src) == filters_of(dst)
+
+
 def copy_rows(src: h5py.Dataset, dst: h5py.Dataset, pairs: list[tuple[int, int]]) -> None:
     """Rows of ``src`` into ``dst``, (source row, destination row) pairs: chunk by chunk as stored
     where both are chunked alike (compressed rows stay compressed), else through a buffer."""
-    if src.chunks is not None and src.chunks == dst.chunks and src.compression == dst.compression:
+    if stored_alike(src, dst):
         for old, new in pairs:
             copy_chunk(src, old, dst, new)
         return
@@ -113,13 +108,26 @@ def new_part_name(shard_name: str) -> str:
     return f"{PARTS_DIR}/{shard_name}-{uuid.uuid4().hex[:12]}.h5"
 
 
-def create_images(f: h5py.File, name: str, rows: int, tail: tuple, compression: str, **extra) -> h5py.Dataset:
-    """``rows`` images (or masks) of shape ``tail``: contiguous when uncompressed (a reader finds a row
-    by arithmetic), else one chunk per row (readers fetch single rows in random order)."""
-    if compression == "none" and name == IMAGES:
+def create_rows(f: h5py.File, name: str, rows: int, tail: tuple, compression: str, **extra) -> h5py.Dataset:
+    """``rows`` rows of shape ``tail`` (images, or masks' bits): contiguous when uncompressed (a reader
+    finds a row by arithmetic), else one chunk per row (readers fetch single rows in random order)."""
+    if compression == "none":
         return f.create_dataset(name, shape=(rows, *tail), dtype=np.uint8, **extra)
-    args = mask_compression(compression) if name == MASKS else compression_args(compression)
-    return f.create_dataset(name, shape=(rows, *tail), dtype=np.uint8, chunks=(1, *tail), **args, **extra)
+    return f.create_dataset(name, shape=(rows, *tail), dtype=np.uint8, chunks=(1, *tail), **create_args(compression), **extra)
+
+
+def create_mask_bits(f: h5py.File, rows: int, mask_shape: tuple, classes, compression: str, **extra) -> h5py.Dataset:
+    """``mask_bits`` for ``rows`` images' masks of ``mask_shape`` (H, W, K), with the attributes that say how to unpack them."""
+    ds = create_rows(f, MASK_BITS, rows, (mask_bytes(mask_shape),), compression, **extra)
+    describe_mask_bits(ds, mask_shape, classes)
+    return ds
+
+
+def describe_mask_bits(ds: h5py.Dataset, mask_shape: tuple, classes) -> None:
+    """The attributes that give ``mask_bits`` its meaning (codecs.py unpacks by them)."""
+    ds.attrs[CLASSES_ATTR] = list(classes)
+    ds.attrs[MASK_SHAPE_ATTR] = np.asarray(mask_shape, np.int64)
+    ds.attrs[BIT_ORDER_ATTR] = "little"
 
 
 @dataclass(frozen=True)
@@ -147,11 +155,10 @@ class PartWriter:
         self.failed = False
         try:
             self._file = h5py.File(self.tmp, "w")
-            self.images = create_images(self._file, IMAGES, capacity, (height, width, 3), compression)
+            self.images = create_rows(self._file, IMAGES, capacity, (height, width, 3), compression)
             self.masks = None
             if classes:
-                self.masks = create_images(self._file, MASKS, capacity, (height, width, len(classes)), compression)
-                self.masks.attrs[CLASSES_ATTR] = list(classes)
+                self.masks = create_mask_bits(self._file, capacity, (height, width, len(classes)), classes, compression)
         except BaseException:  # an interrupt before the caller holds this writer: nobody else would remove the file
             if self._file is not None:
                 self._file.close()
@@ -160,7 +167,7 @@ class PartWriter:
             raise
 
     def write(self, buffer: np.ndarray, pairs: list[tuple[int, int]], masks: np.ndarray | None = None) -> None:
-        """Rows of ``buffer`` (and ``masks``) into the file: (buffer row, file row) pairs, ascending.
+        """Rows of ``buffer`` (and ``masks``, packed) into the file: (buffer row, file row) pairs, ascending.
 
         One write_direct call per run of consecutive rows: a batch with nothing
         skipped or reused in between goes in one call.
@@ -179,7 +186,7 @@ class PartWriter:
         """Rows of an older part file into this one as stored: (its row, this file's row) pairs."""
         if not pairs:
             return
-        images, masks = part[IMAGES], part[MASKS] if MASKS in part else None
+        images, masks = part[IMAGES], part[MASK_BITS] if MASK_BITS in part else None
         ensure_space(self.path, (_row_bytes(images) + (_row_bytes(masks) if masks is not None else 0)) * len(pairs))
         with self._space_guard():
             copy_rows(images, self.images, pairs)

@@ -39,7 +39,7 @@ import simplejpeg
 
 from .. import __version__
 from ..errors import ImgshardError
-from ..format import FINGERPRINT_ATTR
+from ..format import FINGERPRINT_ATTR, FORMAT
 from ..layout import previous_of
 from .index import ShardIndex, read_index
 
@@ -57,7 +57,7 @@ def fingerprint(pixels: dict, labels) -> str:
     """Everything besides an image's own key that its stored row depends on."""
     masks = list(labels.classes) if labels is not None and labels.kind == "masks" else None
     return json.dumps(
-        {"pixels": pixels, "masks": masks, "imgshard": __version__, "code": pixel_code(), "opencv": cv2.__version__, "simplejpeg": simplejpeg.__version__},
+        {"pixels": pixels, "masks": masks, "format": FORMAT, "imgshard": __version__, "code": pixel_code(), "opencv": cv2.__version__, "simplejpeg": simplejpeg.__version__},
         sort_keys=True,
     )
 

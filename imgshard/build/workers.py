@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import shm
 from ..errors import ImgshardError
+from ..codecs import mask_bytes, pack_masks
 from ..pixels.decode import decode_into, place_masks
 from ..pixels.geometry import Geometry
 
@@ -66,7 +67,10 @@ def _decode_chunk(k: int, rows: list[int], paths: list[str], rles: list[tuple[st
     for j, (row, path) in enumerate(zip(rows, paths)):
         digest, size, error, alpha = decode_into(path, buf[row], geometry)
         if error is None and rles is not None:
-            error = place_masks(rles[j], size, _masks[k][row], geometry)
+            masks = np.empty((*geometry.shape, len(rles[j])), np.uint8)
+            error = place_masks(rles[j], size, masks, geometry)
+            if error is None:
+                pack_masks(masks, _masks[k][row])  # packed here, by the many, not by the one writer
         out.append(Decoded(row, digest, size, error, alpha))
     return out
 
@@ -208,6 +212,7 @@ class Decoder:
     def __init__(self, job, tag: str, sources: list[str], rles: list[tuple[str, ...]] | None, k_masks: int):
         self.job, self.sources, self.rles = job, sources, rles
         height, width = job.geometry.shape
+        bits = mask_bytes((height, width, k_masks)) if k_masks else 0
         self.names = [shm.segment_name(tag, job.shard, k) for k in range(2)]
         self.mask_names = [shm.segment_name(tag, job.shard, k, "m") for k in range(2)] if k_masks else []
         self.buffers: list[np.ndarray] = []
@@ -219,13 +224,13 @@ class Decoder:
             # share of what /dev/shm really has free, and the next sees what is left.
             with shm.reservation():
                 self.rows, self.count = plan_buffers(
-                    len(sources), height * width * (3 + k_masks), job.shm_budget_mb * MB, shm.free_bytes(), max(1, job.jobs_at_once - shm.holders())
+                    len(sources), height * width * 3 + bits, job.shm_budget_mb * MB, shm.free_bytes(), max(1, job.jobs_at_once - shm.holders())
                 )
                 self.names, self.mask_names = self.names[: self.count], self.mask_names[: self.count]
                 for name in self.names:
                     self.buffers.append(shm.create(name, (self.rows, height, width, 3), reserve=True))
                 for name in self.mask_names:
-                    self.masks.append(shm.create(name, (self.rows, height, width, k_masks), reserve=True))
+                    self.masks.append(shm.create(name, (self.rows, bits), reserve=True))
             n, rows = len(sources), self.rows
             self.batches = [(s, min(s + rows, n)) for s in range(0, n, rows)] if n else []
             if sources:

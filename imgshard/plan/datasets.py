@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 
 from . import manifest
+from ..codecs import mask_bytes
 from ..layout import Layout
 from .discover import find_images
 from ..errors import ImgshardError
@@ -56,7 +57,7 @@ class Dataset:
     def row_bytes(self) -> int:
         """Bytes of one stored image, with its masks."""
         masks = len(self.labels.classes) if self.labels is not None and self.labels.kind == "masks" else 0
-        return self.shape[0] * self.shape[1] * (3 + masks)
+        return self.shape[0] * self.shape[1] * 3 + (mask_bytes((*self.shape, masks)) if masks else 0)
 
     def manifest(self, shard: int) -> str:
         """The shard's manifest: its images with their sizes and mtimes, the shard job's input."""

@@ -4,8 +4,9 @@
 one HDF5 virtual dataset: no pixel is copied, and the parts must stay beside
 it (they do: no part is ever changed, and none a published dataset maps is
 removed while a reader holds it). ``copy`` writes every row into one
-self-contained file, as stored: contiguous rows by the kernel's
-``copy_file_range``, compressed chunks without decompressing them. Either
+self-contained file, as stored: contiguous rows (images, masks' bits) by
+the kernel's ``copy_file_range``, compressed chunks without decompressing
+them. Either
 way the dataset lists each shard's images in its list order.
 """
 
@@ -20,8 +21,9 @@ import numpy as np
 
 from ..errors import ImgshardError
 from ..build.index import ShardIndex, read_index, read_skipped, write_attrs, write_listing
-from ..format import CLASS_COUNTS_ATTR, CLASSES_ATTR, GATHER_ATTR, IMAGES, LABELS, MASKS, SKIPPED_ATTR
-from ..build.part import copy_chunk, create_images, ensure_space
+from ..codecs import mask_bytes
+from ..format import CLASS_COUNTS_ATTR, CLASSES_ATTR, GATHER_ATTR, IMAGES, LABELS, MASK_BITS, MASKS, SKIPPED_ATTR
+from ..build.part import copy_chunk, create_mask_bits, create_rows, describe_mask_bits, ensure_space, stored_alike
 
 
 def skipped_of(f: h5py.File) -> list[tuple[str, str]]:
@@ -98,25 +100,29 @@ def gather(
     first = next((ix for ix in indexes if ix.kind), indexes[0] if indexes else ShardIndex())
     kind, classes = first.kind, first.classes
     skipped = [s for ix in indexes for s in ix.skipped] + list(left_out)
-    byte_copies = []  # (offset in out_path) of contiguous targets, filled once HDF5 has closed the file
+    byte_copies = []  # (dataset, its offset in out_path) of contiguous targets, filled once HDF5 has closed the file
+    mask_shape = (*shape, len(classes))
     with h5py.File(out_path, "w") as out:
         stacks = {IMAGES: (*shape, 3)}
         if kind == MASKS:
-            stacks[MASKS] = (*shape, len(classes))
+            stacks[MASK_BITS] = (mask_bytes(mask_shape),)
         for name, tail in stacks.items():
             if mode == "virtual":
                 target = _virtual(out, name, tail, indexes, files, out_dir, total)
+                if name == MASK_BITS:
+                    describe_mask_bits(target, mask_shape, classes)
+                continue
+            contiguous = compression == "none"
+            # A contiguous target is allocated now and never filled: every row is copied in below.
+            extra = {"dcpl": _allocated_unfilled()} if contiguous else {}
+            if name == MASK_BITS:
+                target = create_mask_bits(out, total, mask_shape, classes, compression, **extra)
             else:
-                contiguous = name == IMAGES and compression == "none"
-                # A contiguous target is allocated now and never filled: every row is copied in below.
-                extra = {"dcpl": _allocated_unfilled()} if contiguous else {}
-                target = create_images(out, name, total, tail, compression, **extra)
-                if not contiguous:
-                    _copy_chunks(target, indexes, files)
-                elif total:
-                    byte_copies.append(target.id.get_offset())
-            if name == MASKS:
-                target.attrs[CLASSES_ATTR] = list(classes)
+                target = create_rows(out, name, total, tail, compression, **extra)
+            if not contiguous:
+                _copy_chunks(target, indexes, files)
+            elif total:
+                byte_copies.append((name, target.id.get_offset()))
         write_listing(
             out,
             [p for ix in indexes for p in ix.paths],
@@ -128,12 +134,12 @@ def gather(
             out[LABELS].attrs[CLASSES_ATTR] = list(classes)
         if kind:
             counts = np.sum([ix.class_counts for ix in indexes if ix.class_counts is not None], axis=0)
-            out[kind].attrs[CLASS_COUNTS_ATTR] = (np.zeros(len(classes)) + counts).astype(np.int64)
+            out[MASK_BITS if kind == MASKS else LABELS].attrs[CLASS_COUNTS_ATTR] = (np.zeros(len(classes)) + counts).astype(np.int64)
         # An attribute, not a group of datasets: readers that take every dataset as a column of N rows would trip on it.
         out.attrs[SKIPPED_ATTR] = json.dumps([list(s) for s in skipped])
         write_attrs(out, {GATHER_ATTR: mode, **(attrs or {})})
-    for offset in byte_copies:
-        _copy_bytes(out_path, offset, shape, indexes, files)
+    for name, offset in byte_copies:
+        _copy_bytes(out_path, name, offset, stacks[name], indexes, files)
     listing = {p: s for ix in indexes for p, s in zip(ix.paths, ix.sha256)}
     return Gathered(total, skipped, [p for fs in files for p in fs], listing)
 
@@ -168,7 +174,7 @@ def _copy_chunks(target: h5py.Dataset, indexes, files) -> None:
         try:
             for part, row, first, count in ix.runs():
                 src = opened[part][name]
-                same = src.chunks == target.chunks and src.compression == target.compression
+                same = stored_alike(src, target)
                 for k in range(count):
                     if same:
                         copy_chunk(src, row + k, target, offset + first + k)
@@ -180,10 +186,10 @@ def _copy_chunks(target: h5py.Dataset, indexes, files) -> None:
         offset += len(ix)
 
 
-def _copy_bytes(out_path: str, base: int, shape: tuple[int, int], indexes, files) -> None:
-    """Every image row into the contiguous ``images`` of ``out_path`` at ``base``, by the kernel
+def _copy_bytes(out_path: str, name: str, base: int, tail: tuple, indexes, files) -> None:
+    """Every row into the contiguous dataset ``name`` of ``out_path`` at ``base``, by the kernel
     (``copy_file_range``: no pass through this process, a reflink where the filesystem has them)."""
-    row_bytes = shape[0] * shape[1] * 3
+    row_bytes = int(np.prod(tail))
     fd = os.open(out_path, os.O_WRONLY)
     try:
         offset = 0
@@ -191,7 +197,7 @@ def _copy_bytes(out_path: str, base: int, shape: tuple[int, int], indexes, files
             starts = []
             for f in fs:
                 with h5py.File(f, "r") as part:
-                    starts.append(part[IMAGES].id.get_offset())
+                    starts.append(part[name].id.get_offset())
             for part, row, first, count in ix.runs():
                 src = os.open(fs[part], os.O_RDONLY)
                 try:

@@ -35,7 +35,7 @@ import h5py
 
 from ..errors import ImgshardError
 from ..build.index import read_index
-from ..format import IMAGES, MASKS, SNAPSHOT_ATTR
+from ..format import IMAGES, MASK_BITS, MASKS, SNAPSHOT_ATTR
 from ..layout import Layout
 from ..temp import remove_stale_temps, temp_name
 
@@ -192,7 +192,7 @@ def _sources(snapshot: str, dataset_dir: str) -> set[str]:
     try:
         with h5py.File(snapshot, "r") as f:
             sources = set()
-            for name in (IMAGES, MASKS):
+            for name in (IMAGES, MASK_BITS, MASKS):
                 if name in f and f[name].is_virtual:
                     sources |= {os.path.normpath(os.path.join(dataset_dir, vs.file_name)) for vs in f[name].virtual_sources()}
             return sources

@@ -79,15 +79,14 @@ class BlockSampler:
                 os.close(fd)
 
     def _will_need(self, block: int, fds: dict[int, int]) -> None:
-        layout = self.snapshot.layout
-        start, count = self.blocks[block]
-        offset = int(layout.offset[start])
-        if offset < 0:
-            return  # compressed rows: HDF5 reads them
-        file = int(layout.file_of[start])
-        if file not in fds:
-            try:
-                fds[file] = os.open(layout.files[file], os.O_RDONLY)
-            except OSError:
-                return  # a hint only: the read names what is missing
-        os.posix_fadvise(fds[file], offset, count * layout.row_bytes, os.POSIX_FADV_WILLNEED)
+        for layout in self.snapshot.layouts:  # the images' block, and their masks'
+            span = layout.span(*self.blocks[block])
+            if span is None:
+                continue  # rows HDF5 reads: no byte range to name
+            file, offset, size = span
+            if file not in fds:
+                try:
+                    fds[file] = os.open(self.snapshot.files[file], os.O_RDONLY)
+                except OSError:
+                    return  # a hint only: the read names what is missing
+            os.posix_fadvise(fds[file], offset, size, os.POSIX_FADV_WILLNEED)

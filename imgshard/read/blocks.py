@@ -64,12 +64,13 @@ class ReadAhead:
             self._pool.submit(self._fetch, block)
 
     def _fetch(self, block: int) -> None:
-        layout = self.snapshot.layout
-        first = int(self.starts[block])
-        offset = int(layout.offset[first])
-        if offset < 0:
-            return  # compressed rows have no plain byte range: HDF5 reads them
-        fd, size = self.snapshot.fds()[int(layout.file_of[first])], int(self.counts[block]) * layout.row_bytes
+        for layout in self.snapshot.layouts:  # the images' block, and their masks'
+            span = layout.span(int(self.starts[block]), int(self.counts[block]))
+            if span is not None:  # rows HDF5 reads have no byte range of their own
+                self._read_whole(*span)
+
+    def _read_whole(self, file: int, offset: int, size: int) -> None:
+        fd = self.snapshot.fds()[file]
         if _cached(fd, offset) and _cached(fd, offset + size - 1):
             return
         # Read whole into a buffer of this thread's, thrown away: what stays is the block in the page

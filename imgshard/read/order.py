@@ -124,8 +124,8 @@ def _rows_of_blocks(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def blocks_of(layout, block_bytes: int) -> list[tuple[int, int]]:
-    """Blocks of consecutive rows that one read fetches: rows of one file at consecutive offsets (or, read
-    through h5py, at consecutive rows of it), at most ``block_bytes`` a block."""
+    """Blocks of consecutive rows that one read fetches: rows of one file stored back to back (or, read
+    through h5py, at consecutive rows of it), at most ``block_bytes`` a block as delivered."""
     n = len(layout.file_of)
     if n == 0:
         return []
@@ -134,7 +134,7 @@ def blocks_of(layout, block_bytes: int) -> list[tuple[int, int]]:
     next_to = np.zeros(n, bool)
     next_to[1:] = (layout.file_of[1:] == layout.file_of[:-1]) & np.where(
         direct[1:] & direct[:-1],
-        layout.offset[1:] == layout.offset[:-1] + layout.row_bytes,
+        layout.offset[1:] == layout.offset[:-1] + layout.size[:-1],
         layout.row_of[1:] == layout.row_of[:-1] + 1,
     )
     blocks = []

@@ -7,13 +7,15 @@ that reads (a DataLoader's workers too) reads that same snapshot: a forked
 one through the inherited descriptor, a spawned one by the snapshot's own
 name. A newer snapshot is picked up only by opening again (``refresh``).
 
-The layout is read once, at open, into a table of where each row's bytes lie:
-its file and its byte offset there, when the images are stored uncompressed
-(contiguous, or one chunk per row in files of older imgshard versions). A
-batch is then plain ``preadv`` calls into a buffer the caller owns: no HDF5
-on the hot path, no per-item Python beyond one call per row, and the GIL
-released while the kernel copies. Compressed images (and masks, always
-compressed) are read through h5py instead.
+The layout of each stored dataset (images, and masks' bits) is read once, at
+open, into a table of where each row's bytes lie: its file, its byte offset
+there and its stored size, and whether those bytes are the row itself
+(stored plainly) or one compressed chunk (codecs.py). A batch is then plain
+``preadv`` calls: a plain row straight into the buffer the caller owns, a
+compressed one into this thread's buffer and decoded from there into its
+place, the GIL released for both. No HDF5 on the hot path, so reader threads
+and workers scale; only rows stored through a filter codecs.py does not know
+go through h5py. Masks are unpacked from their bits as they are read.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
 
 from ..errors import ImgshardError
-from ..format import CLASSES_ATTR, CONFIG_ATTR, IMAGES, LABELS, MASKS, PATHS, SNAPSHOT_ATTR
+from ..codecs import decoder_of, filters_of, name_of, unpack_masks
+from ..format import CLASSES_ATTR, CONFIG_ATTR, IMAGES, LABELS, MASK_BITS, MASK_SHAPE_ATTR, MASKS, PATHS, SNAPSHOT_ATTR
 
 _INHERITED: list = []  # h5py handles a forked child got from its parent: kept, never closed there
 
@@ -58,90 +63,129 @@ def _lock_shared(path: str, wait: float = 10.0) -> int:
 
 @dataclass
 class Layout:
-    """Where each row of ``images`` lies: ``files[file_of[i]]`` at byte ``offset[i]`` (-1: read it through
-    h5py, at row ``row_of[i]`` of that file's dataset)."""
+    """Where each row of one stored dataset lies: ``files[file_of[i]]`` at byte ``offset[i]``, ``size[i]``
+    bytes, to be decoded by ``decoders[file_of[i]]`` when ``coded[i]`` (one compressed chunk), else the
+    row itself. Offset -1: read it through h5py, at row ``row_of[i]`` of that file's dataset."""
 
-    files: list[str]  # absolute
+    files: list[str]  # absolute; shared by every layout of a snapshot
     file_of: np.ndarray  # int32
     row_of: np.ndarray  # int64
     offset: np.ndarray  # int64
-    row_bytes: int
+    size: np.ndarray  # int64
+    coded: np.ndarray  # bool
+    decoders: dict[int, Callable]  # by file, where its rows are compressed
+    row_bytes: int  # of a row as delivered
 
-    @property
-    def direct(self) -> bool:
-        return bool(len(self.offset) == 0 or self.offset.min() >= 0)
+    def span(self, first: int, count: int) -> tuple[int, int, int] | None:
+        """(file, offset, bytes) of rows ``first`` .. ``first + count - 1``; None unless they are stored back to back."""
+        rows = slice(first, first + count)
+        offset, size, file_of = self.offset[rows], self.size[rows], self.file_of[rows]
+        if offset[0] < 0 or (file_of != file_of[0]).any() or (offset[1:] != offset[:-1] + size[:-1]).any():
+            return None
+        return int(file_of[0]), int(offset[0]), int(offset[-1] + size[-1] - offset[0])
 
 
-def _file_offsets(ds: h5py.Dataset) -> np.ndarray | None:
-    """Byte offset of each row of ``ds`` in its file, or None when rows are not stored plainly (compressed)."""
+@dataclass
+class _Stored:
+    """One file's rows of one dataset: byte offset, stored size, and whether through its filter, per row."""
+
+    offset: np.ndarray
+    size: np.ndarray
+    coded: np.ndarray
+    decode: Callable | None
+
+
+def _file_rows(ds: h5py.Dataset) -> _Stored | None:
+    """Where each row of ``ds`` lies in its file; None when its rows are not one piece each that this
+    reader can decode (chunked otherwise, or through filters codecs.py does not know)."""
     rows = ds.shape[0]
     row_bytes = int(np.prod(ds.shape[1:])) * ds.dtype.itemsize
     if ds.chunks is None:
         base = ds.id.get_offset()
         if base is None:  # never written: no storage
-            return None if rows else np.zeros(0, np.int64)
-        return base + np.arange(rows, dtype=np.int64) * row_bytes
-    if ds.compression is not None or ds.chunks != (1, *ds.shape[1:]) or ds.id.get_num_chunks() != rows:
+            return None if rows else _Stored(*(np.zeros(0, t) for t in (np.int64, np.int64, bool)), None)
+        return _Stored(base + np.arange(rows, dtype=np.int64) * row_bytes, np.full(rows, row_bytes, np.int64), np.zeros(rows, bool), None)
+    decode = decoder_of(ds) if filters_of(ds) else None
+    if (filters_of(ds) and decode is None) or ds.chunks != (1, *ds.shape[1:]) or ds.id.get_num_chunks() != rows:
         return None
-    offsets = np.empty(rows, np.int64)
+    offset, size, coded = np.empty(rows, np.int64), np.empty(rows, np.int64), np.zeros(rows, bool)
 
     def note(info):
-        offsets[info.chunk_offset[0]] = info.byte_offset
+        r = info.chunk_offset[0]
+        offset[r], size[r] = info.byte_offset, info.size
+        # A filter marked optional (lzf, gzip) stores a chunk it cannot shrink as it is, and says so here.
+        coded[r] = decode is not None and info.filter_mask == 0
 
     ds.id.chunk_iter(note)
-    return offsets
+    return _Stored(offset, size, coded, decode)
 
 
-def read_layout(f: h5py.File, dataset_dir: str, own_path: str) -> Layout:
-    """The layout of ``f['images']``; virtual sources resolve against ``dataset_dir``, the folder of the dataset as opened."""
-    images = f[IMAGES]
-    n = images.shape[0]
-    row_bytes = int(np.prod(images.shape[1:]))
-    if not images.is_virtual:
-        offsets = _file_offsets(images)
-        return Layout(
-            [own_path],
-            np.zeros(n, np.int32),
-            np.arange(n, dtype=np.int64),
-            offsets if offsets is not None else np.full(n, -1, np.int64),
-            row_bytes,
-        )
-    files: list[str] = []
-    number: dict[str, int] = {}
+def read_layout(f: h5py.File, name: str, dataset_dir: str, own_path: str, files: list[str]) -> Layout:
+    """The layout of ``f[name]``; virtual sources resolve against ``dataset_dir``, the folder of the
+    dataset as opened. ``files`` is the snapshot's list of files, which this extends."""
+    ds = f[name]
+    n = ds.shape[0]
+    row_bytes = int(np.prod(ds.shape[1:]))
     file_of = np.full(n, -1, np.int32)
-    row_of = np.zeros(n, np.int64)
-    offset = np.full(n, -1, np.int64)
-    offsets_of: dict[str, np.ndarray | None] = {}
-    for vs in images.virtual_sources():
+    row_of = np.arange(n, dtype=np.int64)
+    offset, size, coded = np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
+    decoders: dict[int, Callable] = {}
+
+    numbers = {p: k for k, p in enumerate(files)}
+
+    def number(path: str) -> int:
+        if path not in numbers:
+            numbers[path] = len(files)
+            files.append(path)
+        return numbers[path]
+
+    if not ds.is_virtual:
+        file_of[:] = number(own_path)
+        stored = _file_rows(ds)
+        if stored is not None:
+            offset, size, coded = stored.offset, stored.size, stored.coded
+            if stored.decode is not None:
+                decoders[file_of[0] if n else 0] = stored.decode
+        return Layout(files, file_of, row_of, offset, size, coded, decoders, row_bytes)
+    stored_of: dict[str, _Stored | None] = {}
+    for vs in ds.virtual_sources():
         path = os.path.normpath(os.path.join(dataset_dir, vs.file_name))
         (d0, *_), (d1, *_) = vs.vspace.get_select_bounds()
         count = d1 - d0 + 1
         s0 = 0 if vs.src_space.get_select_type() == h5py.h5s.SEL_ALL else vs.src_space.get_select_bounds()[0][0]
-        if path not in number:
-            number[path] = len(files)
-            files.append(path)
-            offsets_of[path] = source_offsets(path, vs.dset_name, images.shape[1:])
-        file_of[d0 : d1 + 1] = number[path]
+        k = number(path)
+        if path not in stored_of:
+            stored_of[path] = source_rows(path, vs.dset_name, ds.shape[1:])
+            if stored_of[path] is not None and stored_of[path].decode is not None:
+                decoders[k] = stored_of[path].decode
+        file_of[d0 : d1 + 1] = k
         row_of[d0 : d1 + 1] = np.arange(s0, s0 + count)
-        if offsets_of[path] is not None:
-            offset[d0 : d1 + 1] = offsets_of[path][s0 : s0 + count]
+        stored = stored_of[path]
+        if stored is not None:
+            offset[d0 : d1 + 1] = stored.offset[s0 : s0 + count]
+            size[d0 : d1 + 1] = stored.size[s0 : s0 + count]
+            coded[d0 : d1 + 1] = stored.coded[s0 : s0 + count]
     if (file_of < 0).any():
-        raise ImgshardError(f"{own_path}: {int((file_of < 0).sum())} rows of its virtual dataset map to no source")
-    return Layout(files, file_of, row_of, offset, row_bytes)
+        raise ImgshardError(f"{own_path}: {int((file_of < 0).sum())} rows of its virtual dataset {name} map to no source")
+    return Layout(files, file_of, row_of, offset, size, coded, decoders, row_bytes)
 
 
-def source_offsets(path: str, name: str, tail: tuple) -> np.ndarray | None:
+def source_rows(path: str, name: str, tail: tuple) -> _Stored | None:
+    """Where the rows of ``name`` lie in the part file ``path``; ImgshardError naming it when it is
+    missing, damaged, or its rows are not of shape ``tail``."""
     try:
         with h5py.File(path, "r") as f:
             ds = f[name]
             if ds.shape[1:] != tail:
                 raise ImgshardError(f"{path}: {name} rows are {ds.shape[1:]}, the dataset's are {tail}")
-            offsets = _file_offsets(ds)
-            if offsets is not None and len(offsets) and os.path.getsize(path) < offsets.max() + int(np.prod(tail)):
+            stored = _file_rows(ds)
+            if stored is not None and len(stored.offset) and os.path.getsize(path) < int((stored.offset + stored.size).max()):
                 raise ImgshardError(f"{path}: truncated (its rows end past its {os.path.getsize(path)} bytes); rebuild the dataset (snakemake --cores N)")
-            return offsets
+            return stored
     except FileNotFoundError:
         raise ImgshardError(f"{path}: part file of the virtual dataset is missing (it would read as zeros); rebuild the dataset") from None
+    except KeyError:
+        raise ImgshardError(f"{path}: part file of the virtual dataset has no {name}; rebuild the dataset") from None
     except OSError as e:
         if "truncated file" in str(e):
             raise ImgshardError(f"{path}: truncated (shorter than HDF5 wrote it); rebuild the dataset (snakemake --cores N)") from None
@@ -177,18 +221,27 @@ class Snapshot:
             self.shape = images.shape
             self.dtype = images.dtype
             self.virtual = images.is_virtual
-            self.compression = None if self.virtual else images.compression
             self.dataset_dir = os.path.dirname(os.path.abspath(self.path))
             own = f.attrs.get(SNAPSHOT_ATTR)
             # A spawned process opens the snapshot by its own name: the dataset's name may mean a newer one by then.
             self.own_path = os.path.join(self.dataset_dir, own) if own else os.path.abspath(self.path)
-            self.layout = read_layout(f, self.dataset_dir, self.own_path)
-            self.target = next((t for t in (MASKS, LABELS) if t in f), None)
-            self.classes = [str(c) for c in f[self.target].attrs.get(CLASSES_ATTR, [])] if self.target else []
+            self.files: list[str] = []
+            self.layout = read_layout(f, IMAGES, self.dataset_dir, self.own_path, self.files)
+            # Masks as stored: their bits (format 3), or the masks themselves (format 2).
+            self.masks_name = next((m for m in (MASK_BITS, MASKS) if m in f), None)
+            self.target = MASKS if self.masks_name else LABELS if LABELS in f else None
+            stored = f[self.masks_name or LABELS] if self.target else None
+            self.classes = [str(c) for c in stored.attrs.get(CLASSES_ATTR, [])] if self.target else []
             self.labels = f[LABELS][()] if self.target == LABELS else None
-            self.target_shape = f[MASKS].shape[1:] if self.target == MASKS else ()
+            self.target_shape = ()
+            self.masks_layout = None
+            if self.masks_name:
+                self.target_shape = tuple(int(x) for x in stored.attrs[MASK_SHAPE_ATTR]) if self.masks_name == MASK_BITS else stored.shape[1:]
+                self.masks_layout = read_layout(f, self.masks_name, self.dataset_dir, self.own_path, self.files)
             self.attrs = {k: f.attrs[k] for k in f.attrs}
             self.config = json.loads(self.attrs.get(CONFIG_ATTR, "{}"))
+            # The codec of the stored pixel rows: a virtual dataset's are its parts', as its settings say.
+            self.compression = name_of(images) if not self.virtual else self.config.get("compression", "none")
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -198,6 +251,7 @@ class Snapshot:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.update(_fd=None, _pid=None, _fds=None, _datasets={})
+        state.pop("_local", None)
         return state
 
     def _descriptor(self) -> int:
@@ -235,7 +289,7 @@ class Snapshot:
         if self._fds is None:
             own = self._descriptor()
             fds = []
-            for path in self.layout.files:
+            for path in self.files:
                 try:
                     # The snapshot itself through its locked descriptor: its name may mean a newer file by now.
                     fds.append(os.dup(own) if path == self.own_path else os.open(path, os.O_RDONLY))
@@ -247,42 +301,72 @@ class Snapshot:
         return self._fds
 
     def dataset(self, file: int, name: str) -> h5py.Dataset:
-        """``name`` of one file of the layout, through h5py (compressed rows, masks), opened once per process."""
+        """``name`` of one file of the snapshot through h5py (rows stored through an unknown filter), opened once per process."""
         self._this_process()
         ds = self._datasets.get((file, name))
         if ds is None:
-            path = self.layout.files[file]
+            path = self.files[file]
             try:
                 ds = (self.h5() if path == self.own_path else h5py.File(path, "r"))[name]
             except OSError as e:
-                raise ImgshardError(f"{self.layout.files[file]}: cannot read {name} ({e}); rebuild the dataset") from None
+                raise ImgshardError(f"{path}: cannot read {name} ({e}); rebuild the dataset") from None
             self._datasets[(file, name)] = ds
         return ds
 
+    @property
+    def layouts(self) -> list[Layout]:
+        """The layouts of what a batch reads: its images, and their masks."""
+        return [self.layout] + ([self.masks_layout] if self.masks_layout is not None else [])
+
     def read_images(self, rows: list[int], out: list[memoryview], out_array: np.ndarray) -> None:
         """Rows ``rows`` of ``images`` into ``out`` (one writable memoryview per row, backed by ``out_array``)."""
-        layout = self.layout
+        self._read(self.layout, IMAGES, rows, out, out_array)
+
+    def read_masks(self, rows: list[int], out: np.ndarray) -> None:
+        """The masks of rows ``rows`` into ``out`` (len(rows), H, W, K), unpacked from their stored bits."""
+        m = len(rows)
+        if self.masks_name == MASKS:  # format 2: stored as they are delivered
+            self._read(self.masks_layout, MASKS, rows, [memoryview(out[j]).cast("B") for j in range(m)], out)
+            return
+        bits = self._scratch("bits", (m, self.masks_layout.row_bytes))
+        self._read(self.masks_layout, MASK_BITS, rows, [memoryview(bits[j]) for j in range(m)], bits)
+        for j in range(m):
+            unpack_masks(bits[j], out[j])
+
+    def _read(self, layout: Layout, name: str, rows: list[int], out: list[memoryview], out_array: np.ndarray) -> None:
+        """Rows of the stored dataset ``name`` into ``out``: a plain row with one ``preadv`` straight into its
+        place, a compressed one read into this thread's buffer and decoded from there into its place."""
         fds = self.fds()
         files = layout.file_of[rows].tolist()
         offsets = layout.offset[rows].tolist()
-        size = layout.row_bytes
+        sizes = layout.size[rows].tolist()
+        coded = layout.coded[rows].tolist()
         preadv = os.preadv
-        for j, (file, offset) in enumerate(zip(files, offsets)):
-            if offset >= 0:
-                if preadv(fds[file], (out[j],), offset) != size:
-                    raise ImgshardError(f"{layout.files[file]}: truncated (a row at byte {offset} ends past the end); rebuild the dataset")
-            else:
-                self.dataset(file, IMAGES).read_direct(out_array, np.s_[layout.row_of[rows[j]]], np.s_[j])
+        for j, (file, offset, size, code) in enumerate(zip(files, offsets, sizes, coded)):
+            if offset < 0:
+                self.dataset(file, name).read_direct(out_array, np.s_[layout.row_of[rows[j]]], np.s_[j])
+                continue
+            target = self._scratch("chunk", (max(size, layout.row_bytes),)).data[:size] if code else out[j]
+            if preadv(fds[file], (target,), offset) != size:
+                raise ImgshardError(f"{self.files[file]}: truncated (a row of {name} at byte {offset} ends past the end); rebuild the dataset")
+            if code:
+                try:
+                    # A stored row that decodes short fills only part of its place: count what it gave.
+                    done, why = layout.decoders[file](target, out=out[j]).nbytes, None
+                except Exception as e:  # the codec's own error says little: name the file and row
+                    done, why = 0, e
+                if done != layout.row_bytes:
+                    why = why or f"{done} bytes of its {layout.row_bytes}"
+                    raise ImgshardError(f"{self.files[file]}: row {layout.row_of[rows[j]]} of {name} does not decode ({why}); rebuild the dataset")
 
-    def read_masks(self, rows: list[int], out: np.ndarray) -> None:
-        layout = self.layout
-        if self.virtual:
-            for j, i in enumerate(rows):
-                self.dataset(int(layout.file_of[i]), MASKS).read_direct(out, np.s_[layout.row_of[i]], np.s_[j])
-        else:
-            ds = self.dataset(0, MASKS)
-            for j, i in enumerate(rows):
-                ds.read_direct(out, np.s_[i], np.s_[j])
+    def _scratch(self, what: str, shape: tuple) -> np.ndarray:
+        """A buffer of this thread's, at least ``shape``, reused from call to call."""
+        local = self.__dict__.setdefault("_local", threading.local())
+        buf = getattr(local, what, None)
+        if buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < shape[0]:
+            buf = np.empty(shape, np.uint8)
+            setattr(local, what, buf)
+        return buf[: shape[0]]
 
     def h5(self) -> h5py.File:
         """The snapshot's file through h5py, for what it lists (not for its rows: see read_images)."""

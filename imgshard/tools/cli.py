@@ -20,9 +20,10 @@ import h5py
 import numpy as np
 
 from .. import __version__
+from ..codecs import name_of
 from ..errors import ImgshardError
 from ..publish.gather import skipped_of
-from ..format import CLASS_COUNTS_ATTR, CLASSES_ATTR, CONFIG_ATTR, GATHER_ATTR, IMAGE_LIST_ATTR, IMAGES, IMAGES_DIR_ATTR, LABELS, MASKS
+from ..format import CLASS_COUNTS_ATTR, CLASSES_ATTR, CONFIG_ATTR, GATHER_ATTR, IMAGE_LIST_ATTR, IMAGES, IMAGES_DIR_ATTR, LABELS, MASK_BITS, MASKS
 
 
 def _open(path: str) -> h5py.File:
@@ -42,14 +43,14 @@ def part_files(f: h5py.File, path: str) -> tuple[list[str], list[str]]:
     """(every part file of a virtual dataset, those missing or damaged, each with what is wrong); both empty for a copy."""
     if not f[IMAGES].is_virtual:
         return [], []
-    from ..read.snapshot import source_offsets
+    from ..read.snapshot import source_rows
 
     folder = os.path.dirname(os.path.abspath(path))
     files = sorted({s.file_name for s in f[IMAGES].virtual_sources()})
     problems = []
     for name in files:
         try:
-            source_offsets(os.path.join(folder, name), IMAGES, f[IMAGES].shape[1:])
+            source_rows(os.path.join(folder, name), IMAGES, f[IMAGES].shape[1:])
         except ImgshardError as e:
             problems.append(str(e))
     return files, problems
@@ -69,15 +70,16 @@ def info(path: str) -> tuple[list[str], list[str]]:
             lines += [f"  {p}" for p in problems]
         else:
             lines.append(f"gather: {gather}, self-contained")
-        if images.compression:
-            lines.append(f"compression: {images.compression}")
-        target = next((f[name] for name in (MASKS, LABELS) if name in f), None)
+        compression = json.loads(f.attrs.get(CONFIG_ATTR, "{}")).get("compression") if images.is_virtual else name_of(images)
+        if compression and compression != "none":
+            lines.append(f"compression: {compression}")
+        target = next((f[name] for name in (MASK_BITS, MASKS, LABELS) if name in f), None)
         if target is not None:
             classes = [str(c) for c in target.attrs.get(CLASSES_ATTR, [])]
             counts = target.attrs.get(CLASS_COUNTS_ATTR)
             if counts is None and target.name == "/labels":
                 counts = np.bincount(target[()], minlength=len(classes))
-            kind = "masks (images with each class)" if target.name == "/masks" else "labels (images per class)"
+            kind = "labels (images per class)" if target.name == "/labels" else "masks (images with each class)"
             shown = ", ".join(f"{c} {int(k)}" for c, k in zip(classes, counts)) if counts is not None else ", ".join(classes)
             lines.append(f"{kind}: {shown}")
         skipped = skipped_of(f)

@@ -5,8 +5,9 @@
 A virtual dataset reads its rows from the part files beside it; Hugging Face
 ``datasets`` (``load_dataset("hdf5", ...)``) and a file sent elsewhere need
 every row in the one file. This writes what ``gather: copy`` writes, from the
-snapshot the dataset names now: images contiguous (chunked when compressed),
-masks, labels, the listing and the attributes, through a temporary file.
+snapshot the dataset names now: images and masks' bits contiguous (chunked
+when compressed), labels, the listing and the attributes, through a
+temporary file. A dataset of format 2 comes out in format 3 (masks packed).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import h5py
 import numpy as np
 
 from ..errors import ImgshardError
-from ..format import GATHER_ATTR, IMAGES, LABELS, MASKS, ORIGINAL_SIZE, PATHS, SHA256, SNAPSHOT_ATTR
+from ..codecs import COMPRESSIONS, pack_masks
+from ..format import CLASS_COUNTS_ATTR, GATHER_ATTR, IMAGES, LABELS, MASKS, ORIGINAL_SIZE, PATHS, SHA256, SNAPSHOT_ATTR
 from ..read.snapshot import Snapshot
 from ..temp import temp_name
-from ..build.part import COPY_BYTES, create_images, ensure_space
+from ..build.part import COPY_BYTES, create_mask_bits, create_rows, ensure_space
 
 
 def export(source: str, out: str) -> int:
@@ -36,9 +38,9 @@ def export(source: str, out: str) -> int:
         n = len(snapshot)
         tail = snapshot.shape[1:]
         ensure_space(out, n * int(np.prod(tail)) * snapshot.dtype.itemsize)
-        compression = snapshot.compression or "none"
+        compression = snapshot.compression if snapshot.compression in COMPRESSIONS else "none"
         with snapshot.h5() as src, h5py.File(tmp, "w") as dst:
-            images = create_images(dst, IMAGES, n, tail, compression)
+            images = create_rows(dst, IMAGES, n, tail, compression)
             step = max(1, COPY_BYTES // int(np.prod(tail)))
             buffer = np.empty((min(step, max(n, 1)), *tail), np.uint8)
             views = [memoryview(row).cast("B") for row in buffer]
@@ -47,18 +49,20 @@ def export(source: str, out: str) -> int:
                 snapshot.read_images(rows, views, buffer)
                 images.write_direct(buffer, np.s_[: len(rows)], np.s_[start : start + len(rows)])
             if snapshot.target == MASKS:
-                masks = create_images(dst, MASKS, n, snapshot.target_shape, compression)
-                one = np.empty((1, *snapshot.target_shape), np.uint8)
-                for i in range(n):
-                    snapshot.read_masks([i], one)
-                    masks.write_direct(one, np.s_[0:1], np.s_[i : i + 1])
+                bits = create_mask_bits(dst, n, snapshot.target_shape, snapshot.classes, compression)
+                if CLASS_COUNTS_ATTR in src[snapshot.masks_name].attrs:
+                    bits.attrs[CLASS_COUNTS_ATTR] = src[snapshot.masks_name].attrs[CLASS_COUNTS_ATTR]
+                masks = np.empty((64, *snapshot.target_shape), np.uint8)
+                packed = np.empty((64, bits.shape[1]), np.uint8)
+                for start in range(0, n, len(masks)):
+                    rows = list(range(start, min(n, start + len(masks))))
+                    snapshot.read_masks(rows, masks)
+                    for j in range(len(rows)):
+                        pack_masks(masks[j], packed[j])
+                    bits.write_direct(packed, np.s_[: len(rows)], np.s_[start : start + len(rows)])
             for name in (PATHS, SHA256, ORIGINAL_SIZE, LABELS):
                 if name in src:
                     src.copy(src[name], dst, name)
-            for name in (MASKS, LABELS):
-                if name in src:
-                    for key, value in src[name].attrs.items():
-                        dst[name].attrs[key] = value
             for key, value in src.attrs.items():
                 if key != SNAPSHOT_ATTR:
                     dst.attrs[key] = value
