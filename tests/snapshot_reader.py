@@ -2,11 +2,12 @@
 
     python -m tests.snapshot_reader KIND DATASET TRUTH STOP OUT
 
-TRUTH is a JSON file: "path sha256" -> {"HxW": blake2b of the pixels, "label": class index}, for
-every version of every image the test will ever make. A row is good when its
-pixels are exactly those of the image version its own ``paths`` and
-``sha256`` entries name, in the snapshot the reader opened, and its label is
-that image's: rows, paths, digests and labels aligned. The reader runs until
+TRUTH is a JSON file: "path sha256" -> {"HxW": blake2b of the pixels, "label": class index,
+"masks HxW": blake2b of the masks}, for every version of every image the test
+will ever make. A row is good when its pixels are exactly those of the image
+version its own ``paths`` and ``sha256`` entries name, in the snapshot the
+reader opened, and its label (or masks) is that image's: rows, paths,
+digests and targets aligned. The reader runs until
 STOP exists, then writes OUT: rows read, bad rows (with the first few),
 errors, the snapshots it saw, and passes where the snapshot it held was gone
 from its folder. OUT.seen gets each snapshot's name as the reader first opens
@@ -28,6 +29,7 @@ import time
 import traceback
 
 import h5py
+import hdf5plugin  # noqa: F401  plain h5py reads lz4 and zstd rows once this is imported (README)
 import numpy as np
 
 
@@ -57,27 +59,29 @@ class Check:
             with open(self.seen, "a") as f:
                 f.write(snapshot + "\n")
 
-    def valid(self, pixels: np.ndarray, label: int) -> None:
-        """A row read without its listing: it must be some version of some image, at this size, with its label."""
+    def valid(self, pixels: np.ndarray, target) -> None:
+        """A row read without its listing: it must be some version of some image, at this size, with its label or masks."""
         shape = f"{pixels.shape[0]}x{pixels.shape[1]}"
         if self.any_version is None:
             self.any_version = {}
             for entry in self.truth.values():
                 for size, d in entry.items():
-                    if size != "label":
-                        self.any_version.setdefault(size, {}).setdefault(d, set()).add(entry["label"])
+                    if "x" in size and not size.startswith("masks"):
+                        self.any_version.setdefault(size, {}).setdefault(d, set()).update({entry["label"], entry.get(f"masks {size}")})
         self.rows += 1
-        labels = self.any_version.get(shape, {}).get(digest(pixels))
-        if labels is None or label not in labels:
-            self._bad("all zeros" if not pixels.any() else "pixels of no image version" if labels is None else f"label {label}, not its image's")
+        targets = self.any_version.get(shape, {}).get(digest(pixels))
+        if targets is None or _value(target) not in targets:
+            self._bad("all zeros" if not pixels.any() else "pixels of no image version" if targets is None else "a target not its image's")
 
-    def row(self, path: str, sha256: str, pixels: np.ndarray, label: int) -> None:
+    def row(self, path: str, sha256: str, pixels: np.ndarray, target) -> None:
         self.rows += 1
         entry = self.truth.get(f"{path} {sha256}", {})
-        want = entry.get(f"{pixels.shape[0]}x{pixels.shape[1]}")
-        if want is None or want != digest(pixels) or label != entry["label"]:
+        size = f"{pixels.shape[0]}x{pixels.shape[1]}"
+        want = entry.get(size)
+        right = entry.get(f"masks {size}") if np.ndim(target) == 3 else entry.get("label")
+        if want is None or want != digest(pixels) or _value(target) != right:
             zeros = not pixels.any()
-            what = "all zeros" if zeros else "other pixels" if want != digest(pixels) else f"label {label}"
+            what = "all zeros" if zeros else "other pixels" if want != digest(pixels) else "a target not its image's"
             self._bad(f"{path} {sha256[:8]}: {what}" + ("" if want else " (no such version)"))
 
     def _bad(self, example: str) -> None:
@@ -86,13 +90,27 @@ class Check:
             self.examples.append(example)
 
 
+def _value(target):
+    """A label as its index, masks as their digest."""
+    return digest(target) if np.ndim(target) == 3 else int(target)
+
+
 def pause() -> None:
     """Between passes: the readers share the machine with the reruns they read through."""
     time.sleep(0.05)
 
 
-def listing(f: h5py.File) -> tuple[list[str], list[str], np.ndarray]:
-    return list(f["paths"].asstr()[()]), list(f["sha256"].asstr()[()]), f["labels"][()]
+def listing(f: h5py.File) -> tuple[list[str], list[str], np.ndarray | None]:
+    return list(f["paths"].asstr()[()]), list(f["sha256"].asstr()[()]), f["labels"][()] if "labels" in f else None
+
+
+def stored_target(f: h5py.File, labels: np.ndarray | None, i: int):
+    """Row ``i``'s label, or its masks unpacked with plain numpy as the README's dataset table says."""
+    if labels is not None:
+        return int(labels[i])
+    bits = f["mask_bits"]
+    shape = tuple(int(x) for x in bits.attrs["mask_shape"])
+    return np.unpackbits(bits[i], count=int(np.prod(shape)), bitorder="little").reshape(shape)
 
 
 def h5py_hold(dataset: str, check: Check, stop: str) -> None:
@@ -111,7 +129,7 @@ def h5py_hold(dataset: str, check: Check, stop: str) -> None:
                 gone = True
             check.held_gone += gone
             for i in rng.permutation(len(paths)):
-                check.row(paths[i], sha256[i], images[i], int(labels[i]))
+                check.row(paths[i], sha256[i], images[i], stored_target(f, labels, i))
             pause()
 
 
@@ -127,8 +145,8 @@ def dataset_reopened(dataset: str, check: Check, stop: str) -> None:
             paths, sha256, _ = listing(f)
         assert len(paths) == len(ds)
         for i in rng.permutation(len(ds)):
-            image, label = ds[int(i)]
-            check.row(paths[i], sha256[i], image, label)
+            image, target = ds[int(i)]
+            check.row(paths[i], sha256[i], image, target)
         ds.close()
         lines, problems = info(dataset)
         assert not problems, problems
@@ -148,10 +166,10 @@ def loader_refreshed(dataset: str, check: Check, stop: str, shuffle=True) -> Non
                 paths, sha256, _ = listing(f)
             loader.set_epoch(epoch)
             order = iter(_epoch_rows(loader))
-            for images, labels in loader:
-                for image, label in zip(images, labels):
+            for images, targets in loader:
+                for image, target in zip(images, targets):
                     i = next(order)
-                    check.row(paths[i], sha256[i], image, int(label))
+                    check.row(paths[i], sha256[i], image, target)
             epoch += 1
             pause()
 
@@ -162,15 +180,15 @@ def _epoch_rows(loader) -> list[int]:
 
 def batches_each_pass(dataset: str, check: Check, stop: str) -> None:
     """batches() opens the dataset itself: each row must be a valid decode of some image version, never zeros,
-    and its label that image's."""
+    and its label (masks) that image's."""
     from imgshard import batches
 
     while not os.path.exists(stop):
         with h5py.File(dataset, "r") as f:  # the newest snapshot, as batches() is about to open it
             check.opened(f.attrs["snapshot"])
-        for images, labels in batches(dataset, batch_size=5, shuffle=True):
-            for image, label in zip(images, labels):
-                check.valid(image, int(label))
+        for images, targets in batches(dataset, batch_size=5, shuffle=True):
+            for image, target in zip(images, targets):
+                check.valid(image, target)
         pause()
 
 

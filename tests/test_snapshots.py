@@ -16,9 +16,10 @@ import h5py
 import numpy as np
 import pytest
 
-from imgshard.pixels.decode import decode_into
+from imgshard.pixels.decode import decode_into, place_masks
 from imgshard.pixels.geometry import Geometry
 from tests.conftest import REPO, make_images, snakemake, wait_until, write_image
+from tests.images import CLASSES, encode, random_masks, write_clouds_csv
 from tests.snapshot_reader import KINDS, digest, label_of
 
 SIZE = (120, 160)
@@ -26,22 +27,35 @@ SMALL = (60, 80)
 
 
 def record(truth: dict, images: Path, rel: str) -> None:
-    """The pixels of the file now at ``rel``, at both sizes the test builds, by the pipeline's own decoder, and its label."""
+    """The pixels of the file now at ``rel``, at both sizes the test builds, by the pipeline's own decoder,
+    its label, and its masks' digest at both sizes (its masks placed as the pipeline places them)."""
     path = images / rel
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     entry = {"label": label_of(rel)}
     for shape, resize in ((SIZE, None), (SMALL, "stretch")):
         row = np.empty((*shape, 3), np.uint8)
-        error = decode_into(str(path), row, Geometry(*shape, resize=resize, reducing_gap=2.0 if resize else None)).error
+        geometry = Geometry(*shape, resize=resize, reducing_gap=2.0 if resize else None)
+        error = decode_into(str(path), row, geometry).error
         if error is None:
             entry[f"{shape[0]}x{shape[1]}"] = digest(row)
+            masks = np.empty((*shape, len(CLASSES)), np.uint8)
+            assert place_masks(tuple(encode(m) for m in masks_of(rel).transpose(2, 0, 1)), SIZE, masks, geometry) is None
+            entry[f"masks {shape[0]}x{shape[1]}"] = digest(masks)
     truth[f"{rel} {sha256}"] = entry
 
 
-def write_labels(images: Path, csv: Path) -> None:
-    """A class for every image now in ``images`` (each path's own, whatever its version)."""
+def masks_of(rel: str) -> np.ndarray:
+    """The masks every version of ``rel`` has, at its full size."""
+    return random_masks(int.from_bytes(hashlib.blake2b(rel.encode()).digest()[:4], "little"), *SIZE)
+
+
+def write_labels(images: Path, csv: Path, kind: str) -> None:
+    """A class (or masks) for every image now in ``images`` (each path's own, whatever its version)."""
     rels = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.jpg"))
-    csv.write_text("path,label\n" + "".join(f"{r},{'abc'[label_of(r)]}\n" for r in rels))
+    if kind == "masks":
+        write_clouds_csv(csv, {r: masks_of(r) for r in rels})
+    else:
+        csv.write_text("path,label\n" + "".join(f"{r},{'abc'[label_of(r)]}\n" for r in rels))
 
 
 class Readers:
@@ -84,8 +98,8 @@ def current_snapshot(dataset: Path) -> str:
         return f.attrs["snapshot"]
 
 
-@pytest.mark.parametrize("gather", ["virtual", "copy"])
-def test_readers_see_their_snapshot_through_every_kind_of_rerun(tmp_path, gather):
+@pytest.mark.parametrize("gather, kind, compression", [("virtual", "labels", "none"), ("copy", "masks", "none"), ("virtual", "masks", "lz4")])
+def test_readers_see_their_snapshot_through_every_kind_of_rerun(tmp_path, gather, kind, compression):
     images, work = tmp_path / "images", tmp_path / "work"
     work.mkdir()
     rels = make_images(images, 40, *SIZE)
@@ -99,10 +113,10 @@ def test_readers_see_their_snapshot_through_every_kind_of_rerun(tmp_path, gather
     for rel in ("img0005.jpg", "sub/added.jpg"):
         record(truth, staged, rel)
     labels = tmp_path / "labels.csv"
-    config = dict(images_dir=images, shards=2, gather=gather, labels=labels)
+    config = dict(images_dir=images, shards=2, gather=gather, labels=labels, compression=compression)
 
     def run(check=True, **changed):
-        write_labels(images, labels)  # a class for exactly the images there now
+        write_labels(images, labels, kind)  # a class (masks) for exactly the images there now
         return snakemake(work, check=check, **{**config, **changed})
 
     run()
