@@ -5,7 +5,9 @@ Two sets, as a training job reads them: 4,096 JPEGs of 300x400 resized to
 a row), each built with both gather modes. Every reader runs in a process of
 its own (benchmarks/readers.py), page cache warm, batch 64, 2 workers where it
 has workers; rounds rotate the order and the table takes medians. Also: a
-compressed dataset, each set bigger than memory (its file dropped from the page
+dataset stored with each compression (its bytes, warm and cold, against the
+decode limit), the segmentation feed (the Clouds set alone and with its
+masks), each set bigger than memory (its file dropped from the page
 cache before each epoch: in order, shuffled, in block order, against the file
 read in order, and how well mixed the batches are), and the time a reader
 takes to open a dataset of a million rows.
@@ -303,8 +305,7 @@ def run(
     sets = [("x".join(map(str, SMALL)), small, SMALL)] + ([("x".join(map(str, CLOUDS)), clouds, CLOUDS)] if clouds_set else [])
     out = {"sets": [one_set(data, name, images, size, cores, rounds) for name, images, size in sets]}
     out["codecs"] = codecs(data, small, cores, rounds)
-    if clouds_set:
-        out["segmentation"] = segmentation(data, clouds, cores, rounds)
+    out["segmentation"] = segmentation(data, clouds, cores, rounds)
     out["bigger_than_memory"] = [bigger_than_memory(data, rounds, name) for name, _, _ in sets]
     if open_rows:
         out["open"] = million(data, open_rows, min(open_parts, open_rows))

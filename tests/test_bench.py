@@ -33,12 +33,19 @@ def test_benchmark_smoke(tmp_path):
     for x in read["sets"]:
         assert set(x["images_per_s"]) >= {"limit", "loader/copy", "loader/virtual", "dataloader/virtual", "jpeg_folder", "litdata"}
         assert all(v > 0 for v in x["images_per_s"].values())
-    assert set(read["compressed"]["images_per_s"]) == {"none", "lzf", "gzip"} and read["open"]["rows"] == 40
+    codecs = read["codecs"]
+    assert set(codecs["bytes"]) == {"none", "lzf", "gzip", "lz4", "zstd"} and read["open"]["rows"] == 40
+    assert all(codecs["images_per_s"][f"{c}/{u}"] > 0 for c in codecs["bytes"] for u in ("limit", "loader", "dataloader", "loader_cold"))
+    assert min(codecs["bytes"].values()) < codecs["bytes"]["none"] and "| compression | MB |" in (out / "results.md").read_text()
+    seg = read["segmentation"]
+    assert set(seg["masks_over_alone"]) == {f"{k}/{m}" for k in ("loader", "dataloader") for m in ("copy", "virtual")}
+    assert 1 < seg["bytes_ratio"] < 1.5 and "The segmentation feed" in (out / "results.md").read_text()
     assert "| `imgshard.Loader` |" in (out / "results.md").read_text()
     big = read["bigger_than_memory"][0]
     assert big["set"] == "224x224" and set(big["share_of_sequential"]) >= {"file_read_1", "loader_in_order", "loader_block_4mib", "dataloader_block"}
     assert big["mixing"]["block"]["labels"] > 0 and "Bigger than memory" in (out / "results.md").read_text()
-    assert len(results["targets"]) == 4 + 1 + 2 + 2 + 3 + 5 + 4  # build, reducing_gap, resized, photos, reruns, reading, bigger than memory
+    # build, reducing_gap, resized, photos, reruns, reading, segmentation, codecs, bigger than memory
+    assert len(results["targets"]) == 4 + 1 + 2 + 2 + 3 + 5 + 5 + 10 + 4
     assert json.loads((out / "results.json").read_text()) == results
     assert "| pipeline |" in (out / "results.md").read_text() and "| reducing_gap |" in (out / "results.md").read_text()
     assert "| one changed | one added | one removed |" in (out / "results.md").read_text()
