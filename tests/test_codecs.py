@@ -13,12 +13,14 @@ import h5py
 import imagecodecs
 import numpy as np
 import pytest
+import yaml
 
 from imgshard import H5ImageDataset, ImgshardError, Loader, collate
+from imgshard.codecs import COMPRESSIONS, create_args, decoder_of
 from imgshard.plan.labels import read_labels
 from imgshard.tools.cli import main
 from imgshard.tools.demo import write_demo
-from tests.conftest import build_with_package
+from tests.conftest import REPO, build_with_package
 from tests.images import CLASSES, random_masks, stored_masks, write_clouds_csv
 
 CODECS = ["lzf", "gzip", "lz4", "zstd"]
@@ -172,9 +174,7 @@ def test_a_damaged_compressed_row_is_refused_naming_its_file(clouds_set, tmp_pat
         next(iter(loader))
 
 
-def test_compression_value_outside_the_schema_is_refused(clouds_set):
-    from imgshard.codecs import create_args
-
+def test_compression_value_outside_the_schema_is_refused():
     with pytest.raises(ValueError, match=r"compression: 'brotli' is none of none, lzf, gzip, lz4, zstd"):
         create_args("brotli")
 
@@ -208,3 +208,12 @@ def test_the_hdf5_command_line_tools_read_masks_and_plugin_compressed_rows_with_
     with h5py.File(packed) as f:
         first = f["images"][0, 0, :2].reshape(-1).tolist()
     assert values(out) == first
+
+
+def test_the_config_schema_takes_exactly_the_codecs_there_are_and_each_has_a_decoder():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["$defs"]["compression"]["enum"] == list(COMPRESSIONS)
+    for name in COMPRESSIONS[1:]:
+        with h5py.File("in-memory.h5", "w", driver="core", backing_store=False) as f:
+            ds = f.create_dataset("x", (2, 8), np.uint8, chunks=(1, 8), **create_args(name))
+            assert decoder_of(ds) is not None, name
