@@ -18,7 +18,7 @@ import yaml
 from imgshard import H5ImageDataset, ImgshardError, Loader, collate
 from imgshard.codecs import COMPRESSIONS, create_args, decoder_of
 from imgshard.plan.labels import read_labels
-from imgshard.tools.cli import main
+from imgshard.tools.cli import info, main
 from imgshard.tools.demo import write_demo
 from tests.conftest import REPO, build_with_package
 from tests.images import CLASSES, random_masks, stored_masks, write_clouds_csv
@@ -72,6 +72,9 @@ def test_every_codec_gives_back_the_uncompressed_builds_rows_read_at_offsets(clo
     path = build(clouds_set, f"{compression}-{mode}", mode, compression)
     with h5py.File(path) as f:
         np.testing.assert_array_equal(stored_masks(f), [truth[r] for r in f["paths"].asstr()[()]])
+    lines, problems = info(str(path))
+    assert problems == [] and f"compression: {compression}" in lines
+    assert any(line.startswith("masks (images with each class): Fish ") for line in lines), lines
     paths = paths_of(path)
     for shuffle in (True, "block"):
         with Loader(path, batch_size=4, shuffle=shuffle, seed=3, block_bytes=30000) as loader:
