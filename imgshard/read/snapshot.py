@@ -140,12 +140,13 @@ def read_layout(f: h5py.File, name: str, dataset_dir: str, own_path: str, files:
         return numbers[path]
 
     if not ds.is_virtual:
-        file_of[:] = number(own_path)
+        k = number(own_path)
+        file_of[:] = k
         stored = _file_rows(ds)
         if stored is not None:
             offset, size, coded = stored.offset, stored.size, stored.coded
             if stored.decode is not None:
-                decoders[file_of[0] if n else 0] = stored.decode
+                decoders[k] = stored.decode
         return Layout(files, file_of, row_of, offset, size, coded, decoders, row_bytes)
     stored_of: dict[str, _Stored | None] = {}
     for vs in ds.virtual_sources():
