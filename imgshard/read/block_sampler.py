@@ -44,6 +44,7 @@ class BlockSampler:
         self.batch_size, self.seed, self.rank, self.world_size, self.drop_last = batch_size, seed, rank, world_size, drop_last
         self.ahead = ahead_batches * batch_size
         self.blocks = blocks_of(self.snapshot.layout, block_bytes)
+        self.reads = self.snapshot.block_reads(self.blocks)  # per block, each stored dataset's byte range
         self.order = Blocks(self.blocks, batch_size)
         self.epoch = 0
 
@@ -79,11 +80,7 @@ class BlockSampler:
                 os.close(fd)
 
     def _will_need(self, block: int, fds: dict[int, int]) -> None:
-        for layout in self.snapshot.layouts:  # the images' block, and their masks'
-            span = layout.span(*self.blocks[block])
-            if span is None:
-                continue  # rows HDF5 reads: no byte range to name
-            file, offset, size = span
+        for file, offset, size in self.reads[block]:  # the images' block, and their masks' (none through h5py)
             if file not in fds:
                 try:
                     fds[file] = os.open(self.snapshot.files[file], os.O_RDONLY)

@@ -33,6 +33,8 @@ class ReadAhead:
         self.counts = np.asarray([b[1] for b in blocks], np.int64)
         self.block_of = np.repeat(np.arange(len(blocks), dtype=np.int64), self.counts)
         self.ahead = ahead_batches
+        # What to read for each block: its rows' byte range in each stored dataset (images, masks' bits).
+        self.reads = snapshot.block_reads(blocks)
         self._lock = threading.Lock()
         self._order: list[int] = []  # blocks in the order the batches first need them
         self._batch_of: list[int] = []  # and that batch
@@ -64,10 +66,8 @@ class ReadAhead:
             self._pool.submit(self._fetch, block)
 
     def _fetch(self, block: int) -> None:
-        for layout in self.snapshot.layouts:  # the images' block, and their masks'
-            span = layout.span(int(self.starts[block]), int(self.counts[block]))
-            if span is not None:  # rows HDF5 reads have no byte range of their own
-                self._read_whole(*span)
+        for span in self.reads[block]:  # rows HDF5 reads have no byte range of their own: none here
+            self._read_whole(*span)
 
     def _read_whole(self, file: int, offset: int, size: int) -> None:
         fd = self.snapshot.fds()[file]

@@ -76,13 +76,23 @@ class Layout:
     decoders: dict[int, Callable]  # by file, where its rows are compressed
     row_bytes: int  # of a row as delivered
 
-    def span(self, first: int, count: int) -> tuple[int, int, int] | None:
-        """(file, offset, bytes) of rows ``first`` .. ``first + count - 1``; None unless they are stored back to back."""
-        rows = slice(first, first + count)
-        offset, size, file_of = self.offset[rows], self.size[rows], self.file_of[rows]
-        if offset[0] < 0 or (file_of != file_of[0]).any() or (offset[1:] != offset[:-1] + size[:-1]).any():
-            return None
-        return int(file_of[0]), int(offset[0]), int(offset[-1] + size[-1] - offset[0])
+    def __post_init__(self):
+        self.plain = bool(len(self.offset) == 0 or (self.offset.min() >= 0 and not self.coded.any()))
+
+    def spans(self, blocks: list[tuple[int, int]]) -> list[tuple[int, int, int] | None]:
+        """(file, offset, bytes) of each block of rows (first, count) stored back to back; None for one that
+        is not (or is read through h5py). Computed for all blocks at once: a reader asks per block."""
+        n = len(self.offset)
+        if not blocks or not n:
+            return [None] * len(blocks)
+        first = np.asarray([b[0] for b in blocks], np.int64)
+        last = first + np.asarray([b[1] for b in blocks], np.int64) - 1
+        end = self.offset + self.size
+        joined = (self.offset[1:] == end[:-1]) & (self.file_of[1:] == self.file_of[:-1]) & (self.offset[1:] >= 0)
+        breaks = np.concatenate([[0], np.cumsum(~joined)])  # breaks[i]: joints that fail among rows 0..i
+        whole = (breaks[last] == breaks[first]) & (self.offset[first] >= 0)
+        files, starts, sizes = self.file_of[first].tolist(), self.offset[first].tolist(), (end[last] - self.offset[first]).tolist()
+        return [(f, o, z) if ok else None for f, o, z, ok in zip(files, starts, sizes, whole.tolist())]
 
 
 @dataclass
@@ -193,6 +203,22 @@ def source_rows(path: str, name: str, tail: tuple) -> _Stored | None:
         raise ImgshardError(f"{path}: part file of the virtual dataset cannot be read ({e}); rebuild the dataset") from None
 
 
+def stored_compression(f: h5py.File, dataset_dir: str) -> str | None:
+    """The ``compression`` the images of ``f`` are stored with (a virtual dataset's: its first part's);
+    None when that part cannot be read (readers name the part that is missing)."""
+    images = f[IMAGES]
+    if not images.is_virtual:
+        return name_of(images)
+    sources = images.virtual_sources()
+    if not sources:
+        return "none"
+    try:
+        with h5py.File(os.path.join(dataset_dir, sources[0].file_name), "r") as part:
+            return name_of(part[sources[0].dset_name])
+    except (OSError, KeyError):
+        return None
+
+
 class Snapshot:
     """One dataset as it was when opened: its metadata, its layout, and per-process handles to read rows.
 
@@ -241,8 +267,7 @@ class Snapshot:
                 self.masks_layout = read_layout(f, self.masks_name, self.dataset_dir, self.own_path, self.files)
             self.attrs = {k: f.attrs[k] for k in f.attrs}
             self.config = json.loads(self.attrs.get(CONFIG_ATTR, "{}"))
-            # The codec of the stored pixel rows: a virtual dataset's are its parts', as its settings say.
-            self.compression = name_of(images) if not self.virtual else self.config.get("compression", "none")
+            self.compression = stored_compression(f, self.dataset_dir)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -319,6 +344,12 @@ class Snapshot:
         """The layouts of what a batch reads: its images, and their masks."""
         return [self.layout] + ([self.masks_layout] if self.masks_layout is not None else [])
 
+    def block_reads(self, blocks: list[tuple[int, int]]) -> list[tuple[tuple[int, int, int], ...]]:
+        """For each block of rows (first, count), the byte ranges (file, offset, bytes) that hold it whole, one
+        per stored dataset (images, and masks' bits) whose rows of the block lie back to back."""
+        spans = zip(*(layout.spans(blocks) for layout in self.layouts))
+        return [tuple(s for s in block if s is not None) for block in spans]
+
     def read_images(self, rows: list[int], out: list[memoryview], out_array: np.ndarray) -> None:
         """Rows ``rows`` of ``images`` into ``out`` (one writable memoryview per row, backed by ``out_array``)."""
         self._read(self.layout, IMAGES, rows, out, out_array)
@@ -340,9 +371,15 @@ class Snapshot:
         fds = self.fds()
         files = layout.file_of[rows].tolist()
         offsets = layout.offset[rows].tolist()
+        preadv = os.preadv
+        if layout.plain:  # every row stored as it is, at an offset: the loop the uncompressed feed runs
+            size = layout.row_bytes
+            for j, (file, offset) in enumerate(zip(files, offsets)):
+                if preadv(fds[file], (out[j],), offset) != size:
+                    raise ImgshardError(f"{self.files[file]}: truncated (a row of {name} at byte {offset} ends past the end); rebuild the dataset")
+            return
         sizes = layout.size[rows].tolist()
         coded = layout.coded[rows].tolist()
-        preadv = os.preadv
         for j, (file, offset, size, code) in enumerate(zip(files, offsets, sizes, coded)):
             if offset < 0:
                 self.dataset(file, name).read_direct(out_array, np.s_[layout.row_of[rows[j]]], np.s_[j])

@@ -20,9 +20,9 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..codecs import name_of
 from ..errors import ImgshardError
 from ..publish.gather import skipped_of
+from ..read.snapshot import source_rows, stored_compression
 from ..format import CLASS_COUNTS_ATTR, CLASSES_ATTR, CONFIG_ATTR, GATHER_ATTR, IMAGE_LIST_ATTR, IMAGES, IMAGES_DIR_ATTR, LABELS, MASK_BITS, MASKS
 
 
@@ -43,8 +43,6 @@ def part_files(f: h5py.File, path: str) -> tuple[list[str], list[str]]:
     """(every part file of a virtual dataset, those missing or damaged, each with what is wrong); both empty for a copy."""
     if not f[IMAGES].is_virtual:
         return [], []
-    from ..read.snapshot import source_rows
-
     folder = os.path.dirname(os.path.abspath(path))
     files = sorted({s.file_name for s in f[IMAGES].virtual_sources()})
     problems = []
@@ -70,7 +68,7 @@ def info(path: str) -> tuple[list[str], list[str]]:
             lines += [f"  {p}" for p in problems]
         else:
             lines.append(f"gather: {gather}, self-contained")
-        compression = json.loads(f.attrs.get(CONFIG_ATTR, "{}")).get("compression") if images.is_virtual else name_of(images)
+        compression = stored_compression(f, os.path.dirname(os.path.abspath(path)))
         if compression and compression != "none":
             lines.append(f"compression: {compression}")
         target = next((f[name] for name in (MASK_BITS, MASKS, LABELS) if name in f), None)
