@@ -220,3 +220,16 @@ def test_the_config_schema_takes_exactly_the_codecs_there_are_and_each_has_a_dec
         with h5py.File("in-memory.h5", "w", driver="core", backing_store=False) as f:
             ds = f.create_dataset("x", (2, 8), np.uint8, chunks=(1, 8), **create_args(name))
             assert decoder_of(ds) is not None, name
+
+
+def test_block_spans_cover_rows_stored_back_to_back_and_nothing_else():
+    """A block's byte range is read ahead whole only when its rows lie back to back in one file."""
+    from imgshard.read.snapshot import Layout
+
+    offset = np.array([100, 110, 125, 500, 510, -1, -1, 0, 10], np.int64)
+    size = np.array([10, 15, 5, 10, 10, 0, 0, 10, 10], np.int64)
+    file_of = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1], np.int32)
+    layout = Layout(["a", "b"], file_of, np.arange(9), offset, size, size > 10, {}, 30)
+    blocks = [(0, 3), (1, 2), (2, 2), (3, 2), (5, 2), (4, 1), (6, 2), (7, 2)]
+    assert layout.spans(blocks) == [(0, 100, 30), (0, 110, 20), None, (0, 500, 20), None, (0, 510, 10), None, (1, 0, 20)]
+    assert not layout.plain and Layout(["a"], file_of[:2], np.arange(2), offset[:2], size[:2], np.zeros(2, bool), {}, 10).plain
