@@ -267,10 +267,15 @@ class Snapshot:
                 self.masks_layout = read_layout(f, self.masks_name, self.dataset_dir, self.own_path, self.files)
             self.attrs = {k: f.attrs[k] for k in f.attrs}
             self.config = json.loads(self.attrs.get(CONFIG_ATTR, "{}"))
-            self.compression = stored_compression(f, self.dataset_dir)
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    @property
+    def compression(self) -> str | None:
+        """The ``compression`` its images are stored with; asked of the file when wanted, not at open."""
+        with self.h5() as f:
+            return stored_compression(f, self.dataset_dir)
 
     # --- identity across processes -------------------------------------------------
 

@@ -38,7 +38,9 @@ def export(source: str, out: str) -> int:
         n = len(snapshot)
         tail = snapshot.shape[1:]
         ensure_space(out, n * int(np.prod(tail)) * snapshot.dtype.itemsize)
-        compression = snapshot.compression if snapshot.compression in COMPRESSIONS else "none"
+        compression = snapshot.compression
+        if compression not in COMPRESSIONS:  # another writer's filters: written plainly
+            compression = "none"
         with snapshot.h5() as src, h5py.File(tmp, "w") as dst:
             images = create_rows(dst, IMAGES, n, tail, compression)
             step = max(1, COPY_BYTES // int(np.prod(tail)))
