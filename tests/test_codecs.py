@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from imgshard import H5ImageDataset, ImgshardError, Loader, collate
-from imgshard.codecs import COMPRESSIONS, create_args, decoder_of
+from imgshard.codecs import COMPRESSIONS, create_args, decoder_of, name_of
 from imgshard.plan.labels import read_labels
 from imgshard.tools.cli import info, main
 from imgshard.tools.demo import write_demo
@@ -84,6 +84,13 @@ def test_every_codec_gives_back_the_uncompressed_builds_rows_read_at_offsets(clo
                 assert layout.offset.min() >= 0 and set(layout.decoders) == set(layout.file_of.tolist())
             assert loader.snapshot.layout.coded.all()
             assert check_epoch(loader, paths, truth, pixels) == len(rels)
+    if mode == "virtual":  # exported as it is stored: the same codec, the same rows
+        copy = path.parent / "exported.h5"
+        assert main(["export", str(path), str(copy)]) == 0
+        with h5py.File(copy) as f:
+            assert name_of(f["images"]) == name_of(f["mask_bits"]) == compression
+            np.testing.assert_array_equal(f["images"][()], [pixels[r] for r in paths])
+            np.testing.assert_array_equal(stored_masks(f), [truth[r] for r in paths])
 
 
 @pytest.mark.parametrize("mode", ["virtual", "copy"])
