@@ -115,8 +115,9 @@ def _file_rows(ds: h5py.Dataset) -> _Stored | None:
         if base is None:  # never written: no storage
             return None if rows else _Stored(*(np.zeros(0, t) for t in (np.int64, np.int64, bool)), None)
         return _Stored(base + np.arange(rows, dtype=np.int64) * row_bytes, np.full(rows, row_bytes, np.int64), np.zeros(rows, bool), None)
-    decode = decoder_of(ds) if filters_of(ds) else None
-    if (filters_of(ds) and decode is None) or ds.chunks != (1, *ds.shape[1:]) or ds.id.get_num_chunks() != rows:
+    filtered = bool(filters_of(ds))
+    decode = decoder_of(ds) if filtered else None
+    if (filtered and decode is None) or ds.chunks != (1, *ds.shape[1:]) or ds.id.get_num_chunks() != rows:
         return None
     offset, size, coded = np.empty(rows, np.int64), np.empty(rows, np.int64), np.zeros(rows, bool)
 
